@@ -1,0 +1,54 @@
+"""The `interlock` command."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from interlock import __version__
+from interlock.errors import ExitCode, InterlockError
+
+app = typer.Typer(
+    name="interlock",
+    help="Hybrid infrastructure automation: the same SSH-ready, root-secured nodes everywhere.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+err = Console(stderr=True)
+
+try:
+    from interlock_lab.cli import app as lab_app
+except ImportError:  # the lab is an extra: pip install 'interlock[lab]'
+    lab_app = None
+if lab_app is not None:
+    app.add_typer(lab_app, name="lab")
+
+
+@app.command()
+def version() -> None:
+    """Print interlock's version."""
+    print(__version__)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except InterlockError as e:
+        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        sys.exit(e.code)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as e:  # click's usage errors carry their own exit code
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(ExitCode.BAD_INPUT if isinstance(e, click.UsageError) else e.exit_code)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(130)
+        raise

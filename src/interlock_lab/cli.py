@@ -1,0 +1,82 @@
+"""`interlock lab …`: run emulated clouds with real sandbox nodes on this machine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from interlock_lab.client import LabClient, resolve_sites
+
+app = typer.Typer(
+    help="The lab: emulated clouds (EC2, Redfish metal) backed by real sandbox nodes.",
+    no_args_is_help=True,
+)
+out = Console()
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+@app.command()
+def up(
+    sites: Annotated[list[str] | None, typer.Argument(help="Built-in sites (default: all).")] = None,
+    site_file: Annotated[
+        list[Path] | None,
+        typer.Option("--site-file", help="Your own site file (repeatable).", exists=False),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start the lab in the background with the given sites, then show them."""
+    specs = resolve_sites(sites or [], site_file or [])
+    if not as_json:
+        out.print(f"starting lab sites: {', '.join(s.name for _, s in specs)} …")
+    state = LabClient().up(specs)
+    _show(state, as_json)
+
+
+@app.command()
+def status(as_json: JsonOpt = False) -> None:
+    """Show the running lab: sites, endpoints, nodes, outstanding resources."""
+    _show(LabClient().status(), as_json)
+
+
+@app.command()
+def down(as_json: JsonOpt = False) -> None:
+    """Stop the lab: every node ends and every file of the lab goes."""
+    result = LabClient().down()
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    if not result["was_running"]:
+        out.print("the lab was not running" + (" (cleaned leftovers)" if result["killed"] else ""))
+        return
+    n = len(result["outstanding"])
+    out.print(
+        "lab stopped; nothing was outstanding"
+        if n == 0
+        else f"lab stopped; {n} resource(s) were still outstanding and went with it"
+    )
+
+
+def _show(state: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(state, indent=2))
+        return
+    table = Table(title=f"interlock lab — {state['dir']}", title_justify="left")
+    for col in ("site", "kind", "endpoint", "public pool", "nodes", "outstanding"):
+        table.add_column(col)
+    for name, site in state["sites"].items():
+        table.add_row(
+            name,
+            site["kind"],
+            site.get("endpoint", ""),
+            site["public_pool"],
+            str(site["nodes"]),
+            str(site["outstanding"]),
+        )
+    out.print(table)
+    out.print(f"control API: {state['api']}   (interlock lab status --json for credentials)")

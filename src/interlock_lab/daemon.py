@@ -1,0 +1,160 @@
+"""The lab process: emulated sites, their nodes, and a small control API.
+
+Started in the background by `interlock lab up` (python -m interlock_lab.daemon).
+It writes `lab.pid` at once and `state.json` when every site answers; SIGTERM or
+POST /v1/down tear everything down and remove the lab's files. If it dies
+abruptly the kernel ends its nodes (parent-death signals) and the next
+`interlock lab up` removes the files it left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from interlock_lab import labdir
+from interlock_lab.emulators.base import EmulatedSite, SiteContext
+from interlock_lab.ledger import Ledger
+from interlock_lab.runtime import Runtime
+from interlock_lab.sitefile import SiteSpec, load_site_file
+
+
+def site_kinds() -> dict[str, type[EmulatedSite]]:
+    # Imported here: moto and sushy-tools are heavy and only the daemon needs them.
+    from interlock_lab.emulators.aws import AwsSite
+    from interlock_lab.emulators.metal import MetalSite
+
+    return {"aws": AwsSite, "metal": MetalSite}
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the lab tears down first."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class Lab:
+    def __init__(self, root: Path, specs: list[SiteSpec]) -> None:
+        self.root = root
+        self.specs = specs
+        self.started = time.time()
+        self.stopping = asyncio.Event()
+        self.sites: dict[str, EmulatedSite] = {}
+        self.runtime: Runtime
+        self.ledger: Ledger
+
+    def status(self) -> dict[str, Any]:
+        sites: dict[str, Any] = {}
+        for spec in self.specs:
+            site = self.sites.get(spec.name)
+            nodes = [n for n in self.runtime.nodes.values() if n.site == spec.name]
+            sites[spec.name] = {
+                "kind": spec.kind,
+                "description": spec.description,
+                "region": spec.region,
+                "public_pool": str(spec.public.pool),
+                "nodes": len(nodes),
+                "outstanding": len(self.ledger.entries(spec.name, outstanding=True)),
+                **(site.info() if site is not None else {}),
+            }
+        return {
+            "pid": os.getpid(),
+            "dir": str(self.root),
+            "started": self.started,
+            "sites": sites,
+        }
+
+    def nodes(self) -> list[dict[str, Any]]:
+        published: dict[str, list[str]] = {}
+        for ip, target in self.runtime.forwarder.addresses().items():
+            published.setdefault(target.node_id, []).append(str(ip))
+        return [
+            {
+                "id": n.node_id,
+                "site": n.site,
+                "network": n.network.name,
+                "private_ip": str(n.private_ip),
+                "public_ips": sorted(published.get(n.node_id, [])),
+                "pid": n.box.pid,
+                "init_pid": n.box.init_pid(),
+                "dir": str(n.box.dir),
+            }
+            for n in self.runtime.nodes.values()
+        ]
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        self.runtime = Runtime(self.root, loop)
+        self.ledger = Ledger(self.root / labdir.LEDGER)
+        kinds = site_kinds()
+        server: _QuietServer | None = None
+        serving: asyncio.Task[None] | None = None
+        try:
+            for spec in self.specs:
+                ctx = SiteContext(spec, self.runtime, self.ledger, self.root / "sites" / spec.name, loop)
+                site = kinds[spec.kind](ctx)  # type: ignore[call-arg]
+                self.sites[spec.name] = site
+                await asyncio.to_thread(site.start)
+            from interlock_lab.control import make_app
+
+            config = uvicorn.Config(
+                make_app(self), host="127.0.0.1", port=0, log_level="warning", lifespan="off"
+            )
+            server = _QuietServer(config)
+            serving = asyncio.create_task(server.serve())
+            while not server.started:
+                if serving.done():
+                    serving.result()
+                await asyncio.sleep(0.01)
+            port = server.servers[0].sockets[0].getsockname()[1]
+            labdir.write_state(self.root, {**self.status(), "api": f"http://127.0.0.1:{port}"})
+            await self.stopping.wait()
+        finally:
+            await self._teardown(server, serving)
+
+    async def _teardown(self, server: _QuietServer | None, serving: asyncio.Task[None] | None) -> None:
+        (self.root / labdir.STATE).unlink(missing_ok=True)
+        for site in self.sites.values():
+            await asyncio.to_thread(site.stop)
+        await self.runtime.close()
+        if server is not None and serving is not None:
+            server.should_exit = True
+            await serving
+        self.ledger.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="interlock_lab.daemon")
+    parser.add_argument("--dir", required=True, type=Path)
+    parser.add_argument("--site-file", action="append", type=Path, default=[])
+    args = parser.parse_args(argv)
+    root: Path = args.dir
+    os.environ[labdir.MARK] = str(root)  # every process of this lab inherits it
+    (root / labdir.PID).write_text(f"{os.getpid()}\n")
+    specs = [load_site_file(p) for p in args.site_file]
+    try:
+        asyncio.run(Lab(root, specs).run())
+    except Exception as e:
+        print(f"lab failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        labdir.remove_lab_files(root, keep_log=True)
+        return 1
+    labdir.remove_lab_files(root, keep_log=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

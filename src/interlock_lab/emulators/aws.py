@@ -1,0 +1,440 @@
+"""The lab's EC2: moto's server in-process, each instance a sandbox node.
+
+moto keeps the API state; a few class-level hooks on its EC2 backend make that
+state real: RunInstances boots nodes, Stop/Start/Terminate stop and start them,
+public and elastic IPs come from the site's loopback pool and are forwarded
+into the node. Three moto behaviours are corrected to match AWS: private IPs
+come from the default subnet, an elastic IP survives stop/start, and
+re-association moves the address (the old instance gets a fresh public IP).
+
+Each aws site has its own moto account id (set per request by a middleware), so
+several aws sites can share one process without sharing state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import ipaddress
+import logging
+import os
+import threading
+import urllib.parse
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
+
+import moto.settings  # noqa: E402
+from moto.ec2.exceptions import EC2ClientError  # noqa: E402
+from moto.ec2.models import EC2Backend  # noqa: E402
+from moto.ec2.models.amis import Ami, AmiBackend  # noqa: E402
+from moto.ec2.models.elastic_network_interfaces import NetworkInterface  # noqa: E402
+from moto.server import ThreadedMotoServer  # noqa: E402
+
+from interlock_lab.emulators.base import SiteContext, password_hash, stable_digits  # noqa: E402
+from interlock_lab.emulators.faults import FaultPicker  # noqa: E402
+from interlock_lab.fabric.ipam import AddressPool, PoolExhausted  # noqa: E402
+from interlock_lab.node.rootfs import FirstBoot  # noqa: E402
+
+ERROR_XML = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>{code}</Code>'
+    "<Message>{msg}</Message></Error></Errors><RequestID>{rid}</RequestID></Response>"
+)
+ACCESS_KEY = "interlock-lab"  # moto accepts any credentials; these are not secrets
+
+_sites: dict[str, AwsSite] = {}  # by moto account id
+_patched = False
+
+
+def _site(backend: Any) -> AwsSite | None:
+    site = _sites.get(backend.account_id)
+    if site is None or backend.region_name != site.spec.region:
+        return None
+    return site
+
+
+class AwsSite:
+    kind = "aws"
+
+    def __init__(self, ctx: SiteContext) -> None:
+        self.ctx = ctx
+        self.spec = ctx.spec
+        self.account_id = stable_digits(f"interlock-lab/{self.spec.name}", 12)
+        self.pool = AddressPool(self.spec.public.pool)
+        self.faults = FaultPicker(self.spec.faults, self.spec.seed)
+        self.lock = threading.RLock()
+        self.server: ThreadedMotoServer | None = None
+        self.url = ""
+        self._password_hash: str | None = None
+        self._published: dict[ipaddress.IPv4Address, str] = {}
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self) -> None:
+        _install_hooks()
+        _sites[self.account_id] = self
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.server.start()
+        wsgi = self.server._server
+        wsgi.app = _Middleware(wsgi.app, self)
+        self.url = f"http://127.0.0.1:{wsgi.server_port}"
+        backend = self.backend()
+        if not self.spec.networks[0].public:
+            for subnet in backend.get_default_subnets().values():
+                subnet.map_public_ip_on_launch = False
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+        _sites.pop(self.account_id, None)
+
+    def backend(self) -> Any:
+        from moto.backends import get_backend
+
+        return get_backend("ec2")[self.account_id][self.spec.region]
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "endpoint": self.url,
+            "region": self.spec.region,
+            "account_id": self.account_id,
+            "aws_access_key_id": ACCESS_KEY,
+            "aws_secret_access_key": ACCESS_KEY,
+            "password_file": str(self._secret_file()),
+        }
+
+    # -- nodes -------------------------------------------------------------
+
+    def _secret_file(self) -> Any:
+        return self.ctx.dir / "login-password"
+
+    def _first_boot(self, instance: Any) -> FirstBoot:
+        image = self.spec.image(instance.image_id)
+        behaviour = self.spec.behaviour(image)
+        keys: tuple[str, ...] = ()
+        if instance.key_name:
+            pair = self.backend().key_pairs.get(instance.key_name)
+            if pair is not None:
+                keys = (_openssh(pair.material_public),)
+        if behaviour.password_auth and self._password_hash is None:
+            self._password_hash = password_hash(self._secret_file())
+        ip = instance.private_ip_address
+        return FirstBoot(
+            hostname="ip-" + ip.replace(".", "-"),
+            behaviour=behaviour,
+            private_ip=ip,
+            instance_keys=keys,
+            password_hash=self._password_hash if behaviour.password_auth else None,
+            hide=(str(self.ctx.runtime.run_dir),),
+        )
+
+    async def _boot(self, instances: Iterable[Any]) -> None:
+        rt = self.ctx.runtime
+        vpc = self.backend().vpcs
+        boots = []
+        for inst in instances:
+            cidr = ipaddress.IPv4Network(vpc[inst.vpc_id].cidr_block)
+            net = await rt.network(f"{self.spec.name}/{inst.vpc_id}", cidr)
+            boots.append(
+                rt.boot(
+                    inst.id,
+                    self.spec.name,
+                    net,
+                    ipaddress.IPv4Address(inst.private_ip_address),
+                    self._first_boot(inst),
+                )
+            )
+        results = await asyncio.gather(*boots, return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            raise failed[0]
+
+    async def _sync_public(self) -> None:
+        """Forward exactly the public IPs moto shows on running instances."""
+        want: dict[ipaddress.IPv4Address, str] = {}
+        for inst in list(self.backend().all_instances()):
+            if inst.state != "running" or inst.id not in self.ctx.runtime.nodes:
+                continue
+            for nic in inst.nics.values():
+                if nic.public_ip:
+                    want[ipaddress.IPv4Address(nic.public_ip)] = inst.id
+        rt = self.ctx.runtime
+        for ip in list(self._published):
+            if want.get(ip) != self._published[ip]:
+                await rt.unpublish(ip)
+                del self._published[ip]
+        for ip, node_id in want.items():
+            if ip not in self._published:
+                await rt.publish(ip, self.spec.public.ports, node_id)
+                self._published[ip] = node_id
+
+    def sync(self) -> None:
+        self.ctx.runtime.call(self._sync_public())
+
+
+def _openssh(material: bytes | str) -> str:
+    text = material.decode() if isinstance(material, bytes) else material
+    return " ".join(text.split()[:2])
+
+
+# -- moto hooks -----------------------------------------------------------------
+
+
+def _hook(cls: Any, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        orig = getattr(cls, name)
+        setattr(cls, name, lambda self, *a, **kw: fn(orig, self, *a, **kw))
+        return fn
+
+    return wrap
+
+
+def _install_hooks() -> None:
+    global _patched
+    if _patched:
+        return
+    _patched = True
+    # Unknown AMIs, instance types and key names fail as they do on AWS.
+    moto.settings.ENABLE_AMI_VALIDATION = True
+    moto.settings.ENABLE_KEYPAIR_VALIDATION = True
+    moto.settings.EC2_ENABLE_INSTANCE_TYPE_VALIDATION = True
+
+    @_hook(AmiBackend, "_load_amis")
+    def load_amis(orig: Any, self: Any) -> None:
+        orig(self)
+        site = _site(self)
+        if site is None:
+            return
+        for image in site.spec.images:
+            self.amis[image.id] = Ami(
+                self,
+                image.id,
+                name=image.name,
+                description=f"{image.os} {image.version} ({image.arch})",
+                owner_id=stable_digits(image.os, 12),
+                architecture=image.arch,
+                virtualization_type="hvm",
+                root_device_type="ebs",
+                root_device_name="/dev/sda1",
+                public=True,
+                tags=dict(image.properties),
+            )
+
+    @_hook(NetworkInterface, "check_auto_public_ip")
+    def check_auto_public_ip(orig: Any, self: Any) -> None:
+        site = _site(self.ec2_backend)
+        if site is None:
+            return orig(self)  # type: ignore[no-any-return]
+        if str(self.public_ip_auto_assign).lower() != "true":
+            return None
+        eip = next((a for a in self.ec2_backend.addresses if a.eni is self), None)
+        if eip is not None:
+            self.public_ip = eip.public_ip
+        elif self.public_ip is None:
+            try:
+                self.public_ip = str(site.pool.take())
+            except PoolExhausted:
+                raise EC2ClientError("AddressLimitExceeded", "public address pool exhausted") from None
+        return None
+
+    @_hook(NetworkInterface, "stop")
+    def eni_stop(orig: Any, self: Any) -> None:
+        site = _site(self.ec2_backend)
+        if site is None:
+            return orig(self)  # type: ignore[no-any-return]
+        eip = next((a for a in self.ec2_backend.addresses if a.eni is self), None)
+        if eip is None and self.public_ip:
+            site.pool.give_back(ipaddress.IPv4Address(self.public_ip))
+            self.public_ip = None
+        return None
+
+    @_hook(EC2Backend, "run_instances")
+    def run_instances(orig: Any, self: Any, image_id: str, count: int, *a: Any, **kw: Any) -> Any:
+        site = _site(self)
+        if site is None:
+            raise EC2ClientError("UnsupportedOperation", "this lab site serves one region only")
+        nics = kw.get("nics") or []
+        if not kw.get("subnet_id") and not any("SubnetId" in n or "NetworkInterfaceId" in n for n in nics):
+            # AWS launches into the AZ's default subnet; moto would invent a 10.x address.
+            subnets = self.get_default_subnets()
+            subnet = subnets.get(kw.get("placement") or "") or next(iter(subnets.values()))
+            nic0 = next((n for n in nics if int(n.get("DeviceIndex", 0)) == 0), None)
+            if nic0 is not None:
+                nic0["SubnetId"] = subnet.id
+            else:
+                kw["subnet_id"] = subnet.id
+        with site.lock:
+            reservation = orig(self, image_id, count, *a, **kw)
+            instances = list(reservation.instances)
+            try:
+                site.ctx.runtime.call(site._boot(instances))
+            except Exception as e:
+                orig_terminate(self, [i.id for i in instances])
+                for i in instances:
+                    site.ctx.runtime.call(site.ctx.runtime.halt(i.id, wipe=True))
+                raise EC2ClientError("InsufficientInstanceCapacity", f"lab: {e}") from None
+            for i in instances:
+                site.ctx.ledger.created(site.spec.name, "server", i.id, i.image_id)
+            site.sync()
+        return reservation
+
+    orig_terminate = EC2Backend.terminate_instances
+
+    @_hook(EC2Backend, "terminate_instances")
+    def terminate_instances(orig: Any, self: Any, ids: list[str]) -> Any:
+        site = _site(self)
+        if site is None:
+            return orig(self, ids)
+        with site.lock:
+            out = orig(self, ids)
+            for inst, previous in out:
+                site.ctx.runtime.call(site.ctx.runtime.halt(inst.id, wipe=True))
+                if previous.name != "terminated":
+                    site.ctx.ledger.released(site.spec.name, "server", inst.id)
+            site.sync()
+        return out
+
+    @_hook(EC2Backend, "stop_instances")
+    def stop_instances(orig: Any, self: Any, ids: list[str]) -> Any:
+        site = _site(self)
+        if site is None:
+            return orig(self, ids)
+        with site.lock:
+            out = orig(self, ids)
+            for inst, _ in out:
+                site.ctx.runtime.call(site.ctx.runtime.halt(inst.id, wipe=False))
+            site.sync()
+        return out
+
+    @_hook(EC2Backend, "start_instances")
+    def start_instances(orig: Any, self: Any, ids: list[str]) -> Any:
+        site = _site(self)
+        if site is None:
+            return orig(self, ids)
+        with site.lock:
+            out = orig(self, ids)
+            site.ctx.runtime.call(site._boot([inst for inst, _ in out]))
+            site.sync()
+        return out
+
+    for name in ("create_key_pair", "import_key_pair"):
+
+        @_hook(EC2Backend, name)
+        def add_key(orig: Any, self: Any, key_name: str, *a: Any, **kw: Any) -> Any:
+            pair = orig(self, key_name, *a, **kw)
+            site = _site(self)
+            if site is not None:
+                site.ctx.ledger.created(site.spec.name, "keypair", key_name)
+            return pair
+
+    @_hook(EC2Backend, "delete_key_pair")
+    def delete_key(orig: Any, self: Any, key_name: str) -> Any:
+        pair = orig(self, key_name)
+        site = _site(self)
+        if site is not None and pair is not None:
+            site.ctx.ledger.released(site.spec.name, "keypair", key_name)
+        return pair
+
+    @_hook(EC2Backend, "allocate_address")
+    def allocate_address(orig: Any, self: Any, domain: str, address: Any = None, tags: Any = None) -> Any:
+        site = _site(self)
+        if site is None:
+            return orig(self, domain, address=address, tags=tags)
+        try:
+            ip = site.pool.take(ipaddress.IPv4Address(address) if address else None)
+        except (PoolExhausted, ValueError) as e:
+            raise EC2ClientError("AddressLimitExceeded", str(e)) from None
+        eip = orig(self, domain, address=str(ip), tags=tags)
+        site.ctx.ledger.created(site.spec.name, "address", eip.allocation_id, str(ip))
+        return eip
+
+    @_hook(EC2Backend, "release_address")
+    def release_address(orig: Any, self: Any, address: Any = None, allocation_id: Any = None) -> Any:
+        site = _site(self)
+        if site is None:
+            return orig(self, address=address, allocation_id=allocation_id)
+        eip = _eip(self, address=address, allocation_id=allocation_id)
+        with site.lock:
+            out = orig(self, address=address, allocation_id=allocation_id)
+            site.pool.give_back(ipaddress.IPv4Address(eip.public_ip))
+            site.ctx.ledger.released(site.spec.name, "address", eip.allocation_id)
+            site.sync()
+        return out
+
+    @_hook(EC2Backend, "associate_address")
+    def associate_address(orig: Any, self: Any, *a: Any, **kw: Any) -> Any:
+        site = _site(self)
+        if site is None:
+            return orig(self, *a, **kw)
+        with site.lock:
+            eip = _eip(self, address=kw.get("address"), allocation_id=kw.get("allocation_id"))
+            previous = eip.eni
+            target = kw.get("eni") or (kw["instance"].nics[0] if kw.get("instance") else None)
+            replaced = target.public_ip if target is not None else None
+            out = orig(self, *a, **kw)
+            if replaced and replaced != eip.public_ip:
+                site.pool.give_back(ipaddress.IPv4Address(replaced))  # AWS frees the auto IP
+            if previous is not None and previous is not out.eni:
+                # moto leaves the address on the old interface; AWS moves it.
+                previous.public_ip = None
+                if previous.instance is not None and previous.instance.state == "running":
+                    previous.check_auto_public_ip()
+            site.sync()
+        return out
+
+    @_hook(EC2Backend, "disassociate_address")
+    def disassociate_address(orig: Any, self: Any, *a: Any, **kw: Any) -> Any:
+        site = _site(self)
+        if site is None:
+            return orig(self, *a, **kw)
+        with site.lock:
+            address, association_id = kw.get("address"), kw.get("association_id")
+            eip = (
+                self.address_by_ip([address])
+                if address
+                else self.address_by_association([association_id])
+            )[0]
+            eni = eip.eni
+            out = orig(self, *a, **kw)
+            if eni is not None:
+                if eni.public_ip == eip.public_ip:
+                    eni.public_ip = None
+                if eni.instance is not None and eni.instance.state == "running":
+                    eni.check_auto_public_ip()
+            site.sync()
+        return out
+
+
+def _eip(backend: Any, address: Any = None, allocation_id: Any = None) -> Any:
+    if address:
+        return backend.address_by_ip([address])[0]
+    return backend.address_by_allocation([allocation_id])[0]
+
+
+class _Middleware:
+    """Per request: pins the site's moto account, and injects declared faults."""
+
+    def __init__(self, app: Any, site: AwsSite) -> None:
+        self.app = app
+        self.site = site
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        environ["HTTP_X_MOTO_ACCOUNT_ID"] = self.site.account_id
+        if environ.get("REQUEST_METHOD") == "POST":
+            size = int(environ.get("CONTENT_LENGTH") or 0)
+            body = environ["wsgi.input"].read(size) if size else b""
+            environ["wsgi.input"] = io.BytesIO(body)
+            action = urllib.parse.parse_qs(body.decode(errors="replace")).get("Action", [""])[0]
+            fault = self.site.faults.pick(action)
+            if fault is not None:
+                out = ERROR_XML.format(code=fault.error, msg=fault.message, rid=uuid.uuid4())
+                data = out.encode()
+                start_response(
+                    f"{fault.status} Injected",
+                    [("Content-Type", "text/xml"), ("Content-Length", str(len(data)))],
+                )
+                return [data]
+        return self.app(environ, start_response)

@@ -1,0 +1,56 @@
+"""What every emulated site offers the lab daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from interlock_lab.ledger import Ledger
+from interlock_lab.runtime import Runtime
+from interlock_lab.sitefile import SiteSpec
+
+
+@dataclass
+class SiteContext:
+    """What a site gets from the lab: its spec, the machinery, and a private dir."""
+
+    spec: SiteSpec
+    runtime: Runtime
+    ledger: Ledger
+    dir: Path
+    loop: asyncio.AbstractEventLoop
+
+
+class EmulatedSite(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> None:
+        """Stop serving the API; nodes are ended by the runtime afterwards."""
+
+    def info(self) -> dict[str, Any]:
+        """Endpoint and access details for clients (no secret values, only paths)."""
+
+
+def password_hash(secret_file: Path) -> str:
+    """sha512-crypt hash of the site's login password (created on first use, mode 0600)."""
+    if not secret_file.exists():
+        import secrets
+
+        secret_file.parent.mkdir(parents=True, exist_ok=True)
+        secret_file.touch(mode=0o600)
+        secret_file.write_text(secrets.token_urlsafe(18) + "\n")
+    password = secret_file.read_text().strip()
+    done = subprocess.run(
+        ["openssl", "passwd", "-6", "-stdin"], input=password, capture_output=True, text=True,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+def stable_digits(text: str, n: int) -> str:
+    """n decimal digits derived from `text` (ids that stay the same across runs)."""
+    return str(int(hashlib.sha256(text.encode()).hexdigest(), 16))[:n].rjust(n, "0")

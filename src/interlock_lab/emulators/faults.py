@@ -1,0 +1,28 @@
+"""API fault injection shared by the emulators: which call fails, and when."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Sequence
+
+from interlock_lab.sitefile import Fault
+
+
+class FaultPicker:
+    """Decides, per API call, whether a site's declared fault fires (seeded, so
+    a run can be replayed)."""
+
+    def __init__(self, faults: Sequence[Fault], seed: int) -> None:
+        self._faults = list(faults)
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self.fired: dict[str, int] = {}
+
+    def pick(self, action: str) -> Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.action == action and self._rng.random() < fault.rate:
+                    self.fired[action] = self.fired.get(action, 0) + 1
+                    return fault
+        return None

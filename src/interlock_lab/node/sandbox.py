@@ -1,0 +1,138 @@
+"""A sandbox node: Linux namespaces, an overlay root, a tiny init and a real sshd.
+
+The process tree of a node is
+    setpriv --pdeathsig KILL -- unshare --mount --uts --pid --net --fork --kill-child labinit
+so that when the lab process dies, even by SIGKILL, the kernel ends the node:
+unshare gets SIGKILL, its child (PID 1 of the node) gets SIGKILL, and with PID 1
+go every process, mount and the network namespace. Nothing is left but files.
+Spawn nodes from a long-lived thread: PR_SET_PDEATHSIG fires when the *thread*
+that forked the child ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from interlock_lab.fabric import netns
+from interlock_lab.node.rootfs import FirstBoot, prepare
+
+READY_TIMEOUT = 15.0
+
+
+class NodeStartError(RuntimeError):
+    pass
+
+
+@dataclass
+class Sandbox:
+    node_id: str
+    dir: Path
+    proc: subprocess.Popen[bytes]
+    netns: int
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def init_pid(self) -> int | None:
+        """Host pid of the node's PID 1 (unshare's only child)."""
+        try:
+            text = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        except OSError:
+            return None
+        return int(text[0]) if text else None
+
+    def stop(self) -> None:
+        """End every process of the node; returns once they are all gone."""
+        if self.running:
+            # SIGKILL to PID 1 ends the pid namespace; unshare then exits with it.
+            target = self.init_pid() or self.pid
+            try:
+                os.kill(target, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        else:
+            self.proc.wait()
+        if self.netns >= 0:
+            os.close(self.netns)
+            self.netns = -1
+
+    def wipe(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+async def start(init: Path, node_dir: Path, node_id: str, boot: FirstBoot) -> Sandbox:
+    """Boot a node from `node_dir` (reusing its disk if it has one)."""
+    upper = node_dir / "upper"
+    if not upper.exists():
+        for d in ("upper.new", "work", "merged"):
+            (node_dir / d).mkdir(parents=True, exist_ok=True)
+        prepare(node_dir / "upper.new", boot)
+        (node_dir / "upper.new").rename(upper)
+    else:
+        shutil.rmtree(node_dir / "work", ignore_errors=True)
+        (node_dir / "work").mkdir()
+    delay_ms = int(boot.behaviour.boot_delay * 1000)
+    r, w = os.pipe()
+    try:
+        with open(node_dir / "console.log", "ab") as console:
+            proc = subprocess.Popen(
+                [
+                    "setpriv", "--pdeathsig", "KILL", "--",
+                    "unshare", "--mount", "--uts", "--pid", "--net", "--fork",
+                    "--kill-child=SIGKILL",
+                    str(init), str(node_dir), boot.hostname, str(delay_ms), str(w),
+                ],
+                pass_fds=(w,),
+                stdin=subprocess.DEVNULL,
+                stdout=console,
+                stderr=console,
+            )  # fmt: skip
+    finally:
+        os.close(w)
+    try:
+        answer = await asyncio.wait_for(_read_line(r), READY_TIMEOUT)
+    except TimeoutError:
+        answer = "no answer from the node's init"
+    finally:
+        os.close(r)
+    sandbox = Sandbox(node_id, node_dir, proc, -1)
+    if answer != "ok":
+        sandbox.stop()
+        raise NodeStartError(f"node {node_id} did not start: {answer or 'init exited'}")
+    sandbox.netns = netns.open_netns(proc.pid)
+    return sandbox
+
+
+async def _read_line(fd: int) -> str:
+    """Read one line from a pipe without blocking the event loop."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[str] = loop.create_future()
+    buf = bytearray()
+
+    def readable() -> None:
+        chunk = os.read(fd, 512)
+        buf.extend(chunk)
+        if (not chunk or b"\n" in buf) and not done.done():
+            done.set_result(buf.split(b"\n", 1)[0].decode(errors="replace").strip())
+
+    loop.add_reader(fd, readable)
+    try:
+        return await done
+    finally:
+        loop.remove_reader(fd)

@@ -1,0 +1,262 @@
+"""Site files: one emulated cloud's behaviour, as validated data.
+
+A site file is YAML. Its schema is the pydantic models below; `docs/site-files.md`
+documents every field. `load_site_file` turns any problem into one `SiteFileError`
+that names the file, the field (with its line) and the problem, before anything starts.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
+Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,30}$")]
+Seconds = Annotated[float, Field(ge=0, le=600)]
+StepVerdict = Literal["works", "fixup", "fails"]
+# The eight allocation steps (see DESIGN.md), as the interop suite names them.
+StepName = Literal[
+    "node_key",
+    "metadata",
+    "selection",
+    "request",
+    "public_address",
+    "login",
+    "root_access",
+    "key_removal",
+]
+STEPS: tuple[str, ...] = get_args(StepName)
+
+
+class SiteFileError(Exception):
+    """A site file that cannot be used; the message names file, field and problem."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Behaviour(Strict):
+    """First-boot behaviour of an image, as cloud-init would leave the machine."""
+
+    login_user: str = Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    # redirect: root's authorized_keys carries cloud-init's "Please login as ..." (exit 142);
+    # key: the instance key is installed for root as well; none: root gets no key at all.
+    root_login: Literal["redirect", "key", "none"] = "redirect"
+    password_auth: bool = False
+    boot_delay: Seconds = 0.0
+    # Seconds after sshd answers before the instance key lands (a slow metadata service).
+    key_delay: Seconds = 0.0
+    # incomplete: boot-finished is never written (post-provisioning left half done).
+    post_provisioning: Literal["complete", "incomplete"] = "complete"
+
+
+class BehaviourOverrides(Strict):
+    login_user: str | None = Field(default=None, pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    root_login: Literal["redirect", "key", "none"] | None = None
+    password_auth: bool | None = None
+    boot_delay: Seconds | None = None
+    key_delay: Seconds | None = None
+    post_provisioning: Literal["complete", "incomplete"] | None = None
+
+
+class ImageSpec(BehaviourOverrides):
+    """A cloud image: what the API shows, and how a node booted from it behaves."""
+
+    id: str = Field(min_length=1, max_length=128)
+    name: str = Field(min_length=1, max_length=255)
+    os: str = Field(pattern=r"^[a-z][a-z0-9-]*$")
+    version: str = Field(min_length=1)
+    arch: Literal["x86_64", "arm64"] = "x86_64"
+    # Extra metadata the API shows as is (e.g. os_distro, os_admin_user); may be empty.
+    properties: dict[str, str] = {}
+
+
+class FlavorSpec(Strict):
+    name: str = Field(min_length=1, max_length=64)
+    vcpus: int = Field(ge=1, le=512)
+    ram_mib: int = Field(ge=128)
+    disk_gib: int = Field(default=8, ge=1)
+    gpus: int = Field(default=0, ge=0)
+    arch: Literal["x86_64", "arm64"] = "x86_64"
+
+
+class NetworkSpec(Strict):
+    name: str = Field(min_length=1, max_length=64)
+    cidr: ipaddress.IPv4Network
+    # True: nodes on it get a public address at boot; False: a floating IP is needed.
+    public: bool = False
+
+    @field_validator("cidr")
+    @classmethod
+    def _not_loopback(cls, v: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
+        if v.overlaps(LOOPBACK):
+            raise ValueError("a lab network must not overlap 127.0.0.0/8 (public pools live there)")
+        if v.prefixlen > 29:
+            raise ValueError("a lab network needs at least a /29")
+        return v
+
+
+class PublicSpec(Strict):
+    """Public addresses: host loopback addresses forwarded into nodes."""
+
+    pool: ipaddress.IPv4Network
+    ports: list[Annotated[int, Field(ge=1, le=65535)]] = [22]
+
+    @field_validator("pool")
+    @classmethod
+    def _on_loopback(cls, v: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
+        if not v.subnet_of(LOOPBACK):
+            raise ValueError("public addresses must lie in 127.0.0.0/8 (traffic stays on loopback)")
+        if v.network_address == ipaddress.IPv4Address("127.0.0.0") or v.prefixlen > 30:
+            raise ValueError("choose a pool such as 127.10.0.0/16, not containing 127.0.0.x")
+        return v
+
+
+class Fault(Strict):
+    """An API fault injected at `rate` (0..1) on calls of `action`."""
+
+    action: str = Field(min_length=1)
+    error: str = Field(min_length=1)
+    rate: float = Field(gt=0, le=1)
+    status: int = Field(default=503, ge=400, le=599)
+    message: str = "injected by the interlock lab"
+
+
+class MachineGroup(Strict):
+    """Physical machines of one hardware class (metal sites)."""
+
+    prefix: Name
+    count: int = Field(ge=1, le=1000)
+    flavor: str
+    image: str
+
+
+class GroundTruth(Strict):
+    """What the interop suite must find on this site, per allocation step."""
+
+    steps: dict[StepName, StepVerdict] = {}
+    notes: str = ""
+
+
+class SiteSpec(Strict):
+    name: Name
+    kind: Literal["aws", "metal"]
+    description: str = ""
+    region: str = "lab-1"
+    public: PublicSpec
+    networks: list[NetworkSpec] = Field(min_length=1)
+    images: list[ImageSpec] = Field(min_length=1)
+    flavors: list[FlavorSpec] = []
+    defaults: Behaviour = Behaviour(login_user="root")
+    machines: list[MachineGroup] = []
+    faults: list[Fault] = []
+    seed: int = 0
+    ground_truth: GroundTruth = GroundTruth()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SiteSpec:
+        _unique("images", [i.id for i in self.images])
+        _unique("flavors", [f.name for f in self.flavors])
+        _unique("networks", [n.name for n in self.networks])
+        for n in self.networks:
+            if n.cidr.overlaps(self.public.pool):
+                raise ValueError(f"network {n.name!r} overlaps the public pool")
+        images = {i.id for i in self.images}
+        flavors = {f.name for f in self.flavors}
+        for g in self.machines:
+            if g.image not in images:
+                raise ValueError(f"machine group {g.prefix!r}: unknown image {g.image!r}")
+            if g.flavor not in flavors:
+                raise ValueError(f"machine group {g.prefix!r}: unknown flavor {g.flavor!r}")
+        if self.kind == "metal" and not self.machines:
+            raise ValueError("a metal site needs machines")
+        return self
+
+    def behaviour(self, image: ImageSpec) -> Behaviour:
+        """The image's behaviour: its own settings over the site's defaults."""
+        own = {k: v for k, v in image.model_dump(include=set(Behaviour.model_fields)).items()}
+        return self.defaults.model_copy(update={k: v for k, v in own.items() if v is not None})
+
+    def image(self, image_id: str) -> ImageSpec:
+        for i in self.images:
+            if i.id == image_id:
+                return i
+        raise KeyError(image_id)
+
+    def flavor(self, name: str) -> FlavorSpec:
+        for f in self.flavors:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+
+def _unique(what: str, names: list[str]) -> None:
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:
+            raise ValueError(f"{what}: {n!r} appears twice")
+        seen.add(n)
+
+
+def builtin_dir() -> Path:
+    return Path(str(resources.files("interlock_lab") / "sites"))
+
+
+def builtin_sites() -> dict[str, Path]:
+    """The site files that ship with the lab, by site name (file stem)."""
+    return {p.stem: p for p in sorted(builtin_dir().glob("*.yaml"))}
+
+
+def load_site_file(path: Path) -> SiteSpec:
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise SiteFileError(f"{path}: cannot read: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+        tree = yaml.compose(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise SiteFileError(f"{path}{where}: not valid YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise SiteFileError(f"{path}: the top level must be a mapping of fields")
+    try:
+        return SiteSpec.model_validate(data)
+    except ValidationError as e:
+        raise SiteFileError("\n".join(_describe(path, tree, e))) from None
+
+
+def _describe(path: Path, tree: yaml.Node | None, err: ValidationError) -> Iterator[str]:
+    for problem in err.errors():
+        loc = [p for p in problem["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+        # pydantic adds the Literal's tag to discriminated paths; keep what the user wrote.
+        field = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[")
+        line = _line_of(tree, loc)
+        where = f" (line {line})" if line else ""
+        msg = problem["msg"].removeprefix("Value error, ")
+        yield f"{path}{where}: field '{field or '(top level)'}': {msg}"
+
+
+def _line_of(node: yaml.Node | None, loc: list[Any]) -> int | None:
+    """Line number of the deepest YAML node along `loc` that exists."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if k.value == key), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int):
+            node = node.value[key] if key < len(node.value) else None
+        else:
+            node = None
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+    return line
