@@ -357,10 +357,11 @@ def _install_hooks() -> None:
         if site is None:
             return orig(self, address=address, allocation_id=allocation_id)
         eip = _eip(self, address=address, allocation_id=allocation_id)
+        ip, allocation = eip.public_ip, eip.allocation_id  # moto clears them on release
         with site.lock:
             out = orig(self, address=address, allocation_id=allocation_id)
-            site.pool.give_back(ipaddress.IPv4Address(eip.public_ip))
-            site.ctx.ledger.released(site.spec.name, "address", eip.allocation_id)
+            site.pool.give_back(ipaddress.IPv4Address(ip))
+            site.ctx.ledger.released(site.spec.name, "address", allocation)
             site.sync()
         return out
 

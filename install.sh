@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Install everything interlock and its lab need on Debian 12 (as root), then run
+# the main job on the embedded lab. Idempotent: a second run only checks.
+#   ./install.sh            install, then bring the lab up and show its sites
+#   ./install.sh --no-demo  install only (what CI and `make` use)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+DEBS=(python3 python3-venv python3-dev gcc libc6-dev make openssh-server openssh-client
+      iproute2 util-linux sudo openssl procps ca-certificates)
+PY=${PYTHON:-python3}
+
+need=()
+for p in "${DEBS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+done
+if ((${#need[@]})); then
+  echo "installing Debian packages: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# The lab runs its own sshd in every node; the host's own sshd is not needed.
+
+if [ ! -x .venv/bin/python ]; then
+  echo "creating .venv"
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "installing Python packages into .venv"
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e '.[lab,dev]'
+  touch "$stamp"
+fi
+
+if [ "${1:-}" != "--no-demo" ]; then
+  .venv/bin/interlock lab up
+  echo
+  echo "The lab is up. Try: .venv/bin/interlock lab status --json"
+  echo "Stop it with:      .venv/bin/interlock lab down"
+fi
