@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ipaddress
 import json
 import os
@@ -116,10 +117,8 @@ async def ssh_banner(ip: ipaddress.IPv4Address, deadline: float) -> None:
         finally:
             if writer is not None:
                 writer.close()
-                try:
+                with contextlib.suppress(OSError):
                     await writer.wait_closed()
-                except OSError:
-                    pass
         await asyncio.sleep(RETRY_DELAY)
 
 

@@ -57,10 +57,11 @@ def lab_pid(root: Path) -> int | None:
         pid = int((root / PID).read_text().strip())
     except (OSError, ValueError):
         return None
-    return pid if _marked(pid, root) else None
+    return pid if alive(pid, root) else None
 
 
-def _marked(pid: int, root: Path) -> bool:
+def alive(pid: int, root: Path) -> bool:
+    """Is `pid` a live process of the lab in `root`? (Zombies have no environment.)"""
     try:
         env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     except OSError:
@@ -72,7 +73,7 @@ def leftover_processes(root: Path) -> list[int]:
     """Processes started by a lab in `root` (found by the mark in their environment)."""
     pids = []
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid() and _marked(int(entry.name), root):
+        if entry.name.isdigit() and int(entry.name) != os.getpid() and alive(int(entry.name), root):
             pids.append(int(entry.name))
     return pids
 

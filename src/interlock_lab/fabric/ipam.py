@@ -23,6 +23,8 @@ class AddressPool:
             if want is not None:
                 if want not in self.cidr:
                     raise ValueError(f"{want} is not in {self.cidr}")
+                if want in self._used:
+                    raise ValueError(f"{want} is already in use")
                 self._used.add(want)
                 return want
             for i, host in enumerate(self.cidr.hosts()):
