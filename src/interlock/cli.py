@@ -20,10 +20,10 @@ err = Console(stderr=True)
 
 try:
     from interlock_lab.cli import app as lab_app
-except ImportError:  # the lab is an extra: pip install 'interlock[lab]'
-    lab_app = None
-if lab_app is not None:
+
     app.add_typer(lab_app, name="lab")
+except ImportError:  # the lab is an extra: pip install 'interlock[lab]'
+    pass
 
 
 @app.command()

@@ -23,7 +23,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output."
 
 @app.command()
 def up(
-    sites: Annotated[list[str] | None, typer.Argument(help="Built-in sites (default: all).")] = None,
+    sites: Annotated[
+        list[str] | None, typer.Argument(help="Built-in sites (default: all).")
+    ] = None,
     site_file: Annotated[
         list[Path] | None,
         typer.Option("--site-file", help="Your own site file (repeatable).", exists=False),

@@ -59,7 +59,7 @@ def resolve_sites(names: list[str], files: list[Path]) -> list[tuple[Path, SiteS
             f"(already: {metal[0]})",
             ExitCode.BAD_INPUT,
         )
-    for i, (path, spec) in enumerate(specs):
+    for i, (_, spec) in enumerate(specs):
         for other_path, other in specs[i + 1 :]:
             if spec.public.pool.overlaps(other.public.pool):
                 raise LabError(
@@ -76,8 +76,7 @@ def check_host() -> None:
     missing = [t for t in NEEDED_TOOLS if shutil.which(t) is None]
     if missing:
         raise LabError(
-            f"missing on this machine: {', '.join(missing)}; run the install script "
-            "(./install.sh)",
+            f"missing on this machine: {', '.join(missing)}; run the install script (./install.sh)",
             ExitCode.ENVIRONMENT,
         )
 

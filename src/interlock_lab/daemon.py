@@ -105,7 +105,9 @@ class Lab:
         serving: asyncio.Task[None] | None = None
         try:
             for spec in self.specs:
-                ctx = SiteContext(spec, self.runtime, self.ledger, self.root / "sites" / spec.name, loop)
+                ctx = SiteContext(
+                    spec, self.runtime, self.ledger, self.root / "sites" / spec.name, loop
+                )
                 site = kinds[spec.kind](ctx)  # type: ignore[call-arg]
                 self.sites[spec.name] = site
                 await asyncio.to_thread(site.start)
@@ -126,7 +128,9 @@ class Lab:
         finally:
             await self._teardown(server, serving)
 
-    async def _teardown(self, server: _QuietServer | None, serving: asyncio.Task[None] | None) -> None:
+    async def _teardown(
+        self, server: _QuietServer | None, serving: asyncio.Task[None] | None
+    ) -> None:
         (self.root / labdir.STATE).unlink(missing_ok=True)
         for site in self.sites.values():
             await asyncio.to_thread(site.stop)

@@ -12,6 +12,7 @@ Layout (all created by the lab, all removed by `interlock lab down`):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -82,10 +83,8 @@ def clean_leftovers(root: Path) -> list[int]:
     """End what a crashed lab in `root` left running and remove its files."""
     pids = leftover_processes(root)
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     remove_lab_files(root, keep_log=True)
     return pids
 
@@ -98,7 +97,5 @@ def remove_lab_files(root: Path, keep_log: bool) -> None:
         else:
             path.unlink(missing_ok=True)
     if not keep_log:
-        try:
+        with contextlib.suppress(OSError):
             root.rmdir()
-        except OSError:
-            pass

@@ -24,8 +24,6 @@ HERE = Path(__file__).parent
 # Pools of the test lab: apart from the built-in ones, so a user's lab may run too.
 TEST_POOLS = {"aws": "127.110.0.0/16", "metal": "127.112.0.0/24"}
 
-pytestmark = pytest.mark.lab
-
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
@@ -81,7 +79,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     files = tmp_path_factory.mktemp("sites")
     root = Path("/var/tmp") / f"interlock-test-lab-{os.getpid()}"
     client = LabClient(root)
-    specs = resolve_sites([], [site_copy("aws", files), site_copy("metal", files), HERE / "quirks.yaml"])
+    specs = resolve_sites(
+        [], [site_copy("aws", files), site_copy("metal", files), HERE / "quirks.yaml"]
+    )
     client.up(specs)
     try:
         yield Lab(client)
@@ -93,7 +93,11 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 
 def ssh_run(
-    host: str, user: str, key: asyncssh.SSHKey | None, command: str, password: str | None = None,
+    host: str,
+    user: str,
+    key: asyncssh.SSHKey | None,
+    command: str,
+    password: str | None = None,
     timeout: float = 20.0,
 ) -> asyncssh.SSHCompletedProcess:
     """Run one command over SSH (asyncssh), checking nothing but that we got in."""

@@ -26,7 +26,9 @@ def root_node(lab: Lab) -> Iterator[tuple[str, asyncssh.SSHKey, dict[str, Any]]]
     inst = ec2.run_instances(
         ImageId=ROOT_IMAGE, InstanceType="t3.micro", MinCount=1, MaxCount=1, KeyName="isolation"
     )["Instances"][0]
-    desc = ec2.describe_instances(InstanceIds=[inst["InstanceId"]])["Reservations"][0]["Instances"][0]
+    desc = ec2.describe_instances(InstanceIds=[inst["InstanceId"]])["Reservations"][0]["Instances"][
+        0
+    ]
     ssh_ready(desc["PublicIpAddress"])
     yield desc["PublicIpAddress"], asyncssh.import_private_key(pair["KeyMaterial"]), desc
     ec2.terminate_instances(InstanceIds=[inst["InstanceId"]])
@@ -54,9 +56,10 @@ def test_changes_inside_a_node_leave_the_host_alone(
     assert not Path("/root/planted").exists()
     assert not Path("/etc/planted").exists()
     assert "intruder" not in Path("/etc/passwd").read_text()
-    assert subprocess.run(["hostname"], capture_output=True, text=True).stdout.strip() != str(
-        done.stdout
-    ).strip()
+    assert (
+        subprocess.run(["hostname"], capture_output=True, text=True).stdout.strip()
+        != str(done.stdout).strip()
+    )
 
 
 def test_a_node_sees_neither_the_hosts_secrets_nor_the_lab(

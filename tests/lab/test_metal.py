@@ -32,11 +32,15 @@ def test_power_on_gives_root_with_the_pool_key_and_power_off_ends_it(lab: Lab) -
         system.refresh()
         assert system.power_state == sushy.PowerState.ON
         ssh_ready(machine["public_ip"])
-        done = ssh_run(machine["public_ip"], "root", key, "id -u; hostname; ip -4 -br addr show eth0")
+        done = ssh_run(
+            machine["public_ip"], "root", key, "id -u; hostname; ip -4 -br addr show eth0"
+        )
         uid, hostname, eth0 = str(done.stdout).splitlines()
         assert (uid, hostname) == ("0", machine["name"])
         assert machine["private_ip"] in eth0
-        assert any(e["rid"] == machine["name"] for e in lab.client.ledger("metal", outstanding=True))
+        assert any(
+            e["rid"] == machine["name"] for e in lab.client.ledger("metal", outstanding=True)
+        )
     finally:
         system.reset_system(sushy.ResetType.FORCE_OFF)
     system.refresh()

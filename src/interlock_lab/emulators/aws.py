@@ -26,17 +26,17 @@ from typing import Any
 
 os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
 
-import moto.settings  # noqa: E402
-from moto.ec2.exceptions import EC2ClientError  # noqa: E402
-from moto.ec2.models import EC2Backend  # noqa: E402
-from moto.ec2.models.amis import Ami, AmiBackend  # noqa: E402
-from moto.ec2.models.elastic_network_interfaces import NetworkInterface  # noqa: E402
-from moto.server import ThreadedMotoServer  # noqa: E402
+import moto.settings
+from moto.ec2.exceptions import EC2ClientError
+from moto.ec2.models import EC2Backend
+from moto.ec2.models.amis import Ami, AmiBackend
+from moto.ec2.models.elastic_network_interfaces import NetworkInterface
+from moto.server import ThreadedMotoServer
 
-from interlock_lab.emulators.base import SiteContext, password_hash, stable_digits  # noqa: E402
-from interlock_lab.emulators.faults import FaultPicker  # noqa: E402
-from interlock_lab.fabric.ipam import AddressPool, PoolExhausted  # noqa: E402
-from interlock_lab.node.rootfs import FirstBoot  # noqa: E402
+from interlock_lab.emulators.base import SiteContext, password_hash, stable_digits
+from interlock_lab.emulators.faults import FaultPicker
+from interlock_lab.fabric.ipam import AddressPool, PoolExhausted
+from interlock_lab.node.rootfs import FirstBoot
 
 ERROR_XML = (
     '<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>{code}</Code>'
@@ -79,6 +79,7 @@ class AwsSite:
         self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self.server.start()
         wsgi = self.server._server
+        assert wsgi is not None, "moto's server thread did not start"
         wsgi.app = _Middleware(wsgi.app, self)
         self.url = f"http://127.0.0.1:{wsgi.server_port}"
         backend = self.backend()
@@ -237,7 +238,9 @@ def _install_hooks() -> None:
             try:
                 self.public_ip = str(site.pool.take())
             except PoolExhausted:
-                raise EC2ClientError("AddressLimitExceeded", "public address pool exhausted") from None
+                raise EC2ClientError(
+                    "AddressLimitExceeded", "public address pool exhausted"
+                ) from None
         return None
 
     @_hook(NetworkInterface, "stop")
@@ -257,7 +260,9 @@ def _install_hooks() -> None:
         if site is None:
             raise EC2ClientError("UnsupportedOperation", "this lab site serves one region only")
         nics = kw.get("nics") or []
-        if not kw.get("subnet_id") and not any("SubnetId" in n or "NetworkInterfaceId" in n for n in nics):
+        if not kw.get("subnet_id") and not any(
+            "SubnetId" in n or "NetworkInterfaceId" in n for n in nics
+        ):
             # AWS launches into the AZ's default subnet; moto would invent a 10.x address.
             subnets = self.get_default_subnets()
             subnet = subnets.get(kw.get("placement") or "") or next(iter(subnets.values()))
@@ -339,7 +344,9 @@ def _install_hooks() -> None:
         return pair
 
     @_hook(EC2Backend, "allocate_address")
-    def allocate_address(orig: Any, self: Any, domain: str, address: Any = None, tags: Any = None) -> Any:
+    def allocate_address(
+        orig: Any, self: Any, domain: str, address: Any = None, tags: Any = None
+    ) -> Any:
         site = _site(self)
         if site is None:
             return orig(self, domain, address=address, tags=tags)
@@ -352,7 +359,9 @@ def _install_hooks() -> None:
         return eip
 
     @_hook(EC2Backend, "release_address")
-    def release_address(orig: Any, self: Any, address: Any = None, allocation_id: Any = None) -> Any:
+    def release_address(
+        orig: Any, self: Any, address: Any = None, allocation_id: Any = None
+    ) -> Any:
         site = _site(self)
         if site is None:
             return orig(self, address=address, allocation_id=allocation_id)

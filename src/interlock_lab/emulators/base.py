@@ -45,7 +45,10 @@ def password_hash(secret_file: Path) -> str:
         secret_file.write_text(secrets.token_urlsafe(18) + "\n")
     password = secret_file.read_text().strip()
     done = subprocess.run(
-        ["openssl", "passwd", "-6", "-stdin"], input=password, capture_output=True, text=True,
+        ["openssl", "passwd", "-6", "-stdin"],
+        input=password,
+        capture_output=True,
+        text=True,
         check=True,
     )
     return done.stdout.strip()

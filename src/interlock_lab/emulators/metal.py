@@ -39,8 +39,15 @@ NAMESPACE = uuid.UUID("6c1d6c4e-3a57-4d2f-9a40-4f6e2c1b7a11")
 
 
 class Machine:
-    def __init__(self, name: str, uuid_: str, flavor: str, image: str,
-                 private_ip: ipaddress.IPv4Address, public_ip: ipaddress.IPv4Address) -> None:
+    def __init__(
+        self,
+        name: str,
+        uuid_: str,
+        flavor: str,
+        image: str,
+        private_ip: ipaddress.IPv4Address,
+        public_ip: ipaddress.IPv4Address,
+    ) -> None:
         self.name, self.uuid, self.flavor, self.image = name, uuid_, flavor, image
         self.private_ip, self.public_ip = private_ip, public_ip
 
@@ -212,11 +219,15 @@ def _write_key(path: Path) -> None:
         return
     key = ed25519.Ed25519PrivateKey.generate()
     private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
     ).decode()
-    public = key.public_key().public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
     _write_secret(path, private)
     Path(str(path) + ".pub").write_text(public + " interlock-lab-pool\n")
 

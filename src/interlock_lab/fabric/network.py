@@ -59,7 +59,10 @@ class LabNetwork:
         for _ in range(500):  # unshare(2) happens right after exec: a few ms
             try:
                 path = f"/proc/{holder.pid}/ns/net"
-                if os.stat(path).st_ino != host and Path(f"/proc/{holder.pid}/exe").resolve().name == "sleep":
+                if (
+                    os.stat(path).st_ino != host
+                    and Path(f"/proc/{holder.pid}/exe").resolve().name == "sleep"
+                ):
                     fd = netns.open_netns(holder.pid)
                     break
             except OSError:

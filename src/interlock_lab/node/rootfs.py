@@ -69,7 +69,7 @@ class Account:
 def redirect_line(user: str, key: str) -> str:
     """cloud-init's disable_root entry, byte for byte in spirit (exit 142)."""
     cmd = (
-        f"echo 'Please login as the user \\\"{user}\\\" rather than the user \\\"root\\\".';"
+        f'echo \'Please login as the user \\"{user}\\" rather than the user \\"root\\".\';'
         "echo;sleep 10;exit 142"
     )
     return f'no-port-forwarding,no-agent-forwarding,no-X11-forwarding,command="{cmd}" {key}'
@@ -80,7 +80,9 @@ def _host_file(path: str) -> str:
     return Path(path).read_text()
 
 
-def _write(upper: Path, path: str, text: str, mode: int = 0o644, owner: Account | None = None) -> None:
+def _write(
+    upper: Path, path: str, text: str, mode: int = 0o644, owner: Account | None = None
+) -> None:
     target = upper / path.lstrip("/")
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text)
@@ -114,7 +116,7 @@ def _accounts(upper: Path, user: str, password_hash: str | None) -> Account:
         account = Account(user, uid, uid, f"/home/{user}")
         passwd += f"{user}:x:{uid}:{uid}:{user}:/home/{user}:/bin/bash\n"
         group += f"{user}:x:{uid}:\n"
-        shadow += f"{user}:*:19000:0:99999:7:::\n"  # "*": no password; "!" would lock key logins too (UsePAM no)
+        shadow += f"{user}:*:19000:0:99999:7:::\n"  # password set below
     lines = []
     for line in shadow.splitlines():
         parts = line.split(":")
@@ -137,9 +139,11 @@ def host_key() -> tuple[str, str]:
         serialization.PrivateFormat.OpenSSH,
         serialization.NoEncryption(),
     ).decode()
-    public = key.public_key().public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
     return private, public
 
 

@@ -12,6 +12,7 @@ that forked the child ends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -57,10 +58,8 @@ class Sandbox:
         if self.running:
             # SIGKILL to PID 1 ends the pid namespace; unshare then exits with it.
             target = self.init_pid() or self.pid
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(target, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:

@@ -1,0 +1,1 @@
+"""Emulated cloud APIs, one module per API kind."""

@@ -1,0 +1,1 @@
+"""The cloud fabric: lab networks, address pools, public-address forwarding."""

@@ -1,0 +1,1 @@
+"""Sandbox nodes: namespaces, an overlay root, a tiny init and a real sshd."""
