@@ -1,1 +1,1 @@
-"""The lab: real sandbox nodes behind emulated cloud APIs (EC2 via moto, Redfish via sushy-tools)."""
+"""The lab: real sandbox nodes behind emulated cloud APIs (EC2 by moto, Redfish by sushy-tools)."""
