@@ -168,7 +168,7 @@ class LabClient:
             os.kill(pid, 15)
         if pid is not None:
             deadline = time.monotonic() + timeout
-            while labdir.alive(pid, self.root) and time.monotonic() < deadline:
+            while not labdir.gone(pid) and time.monotonic() < deadline:
                 time.sleep(0.05)
         killed = labdir.clean_leftovers(self.root)
         labdir.remove_lab_files(self.root, keep_log=False)

@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,20 @@ def alive(pid: int, root: Path) -> bool:
     return f"{MARK}={root}".encode() in env
 
 
+def gone(pid: int) -> bool:
+    """Has every thread of `pid` exited (a zombie, or reaped)? Only then are its
+    sockets closed: the leader turns zombie while other threads still hold them,
+    and an exiting process loses its environment before its files."""
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            stat = (task / "stat").read_text()
+            if stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+                return False
+    except OSError:
+        pass  # reaped while we looked
+    return True
+
+
 def leftover_processes(root: Path) -> list[int]:
     """Processes started by a lab in `root` (found by the mark in their environment)."""
     pids = []
@@ -85,6 +100,9 @@ def clean_leftovers(root: Path) -> list[int]:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while not all(gone(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.01)
     remove_lab_files(root, keep_log=True)
     return pids
 

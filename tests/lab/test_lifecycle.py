@@ -107,7 +107,9 @@ def test_a_crashed_lab_takes_its_nodes_with_it_and_restart_cleans_up(
     pid = labdir.lab_pid(root)
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
-    wait_for("the nodes to die with the lab", lambda: not labdir.leftover_processes(root))
+    node_pids = labdir.leftover_processes(root)
+    wait_for("the lab and its nodes to end", lambda: all(labdir.gone(p) for p in node_pids))
+    assert not labdir.leftover_processes(root)
     assert all(refused(a) for a in addresses)
     assert (root / "nodes").exists()  # files are what a crash leaves ...
     small_lab.up(resolve_sites([], [tmp_path / "small.yaml"]))
