@@ -6,6 +6,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from interlock import __version__
 from interlock.errors import ExitCode, InterlockError
@@ -36,7 +37,7 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except InterlockError as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(e.code)
     except KeyboardInterrupt:
         err.print("interrupted")

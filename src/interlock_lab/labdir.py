@@ -76,12 +76,16 @@ def gone(pid: int) -> bool:
     sockets closed: the leader turns zombie while other threads still hold them,
     and an exiting process loses its environment before its files."""
     try:
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            stat = (task / "stat").read_text()
-            if stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
-                return False
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
     except OSError:
-        pass  # reaped while we looked
+        return True  # reaped
+    for task in tasks:
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue  # this thread ended while we looked; others may not have
+        if stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+            return False
     return True
 
 

@@ -110,7 +110,7 @@ def test_a_crashed_lab_takes_its_nodes_with_it_and_restart_cleans_up(
     node_pids = labdir.leftover_processes(root)
     wait_for("the lab and its nodes to end", lambda: all(labdir.gone(p) for p in node_pids))
     assert not labdir.leftover_processes(root)
-    assert all(refused(a) for a in addresses)
+    assert [a for a in addresses if not refused(a)] == []
     assert (root / "nodes").exists()  # files are what a crash leaves ...
     small_lab.up(resolve_sites([], [tmp_path / "small.yaml"]))
     assert not [n for n in small_lab.nodes()]  # ... and a restart starts clean
