@@ -106,8 +106,9 @@ def test_a_crashed_lab_takes_its_nodes_with_it_and_restart_cleans_up(
     root = small_lab.root
     pid = labdir.lab_pid(root)
     assert pid is not None
-    os.kill(pid, signal.SIGKILL)
     node_pids = labdir.leftover_processes(root)
+    assert pid in node_pids
+    os.kill(pid, signal.SIGKILL)
     wait_for("the lab and its nodes to end", lambda: all(labdir.gone(p) for p in node_pids))
     assert not labdir.leftover_processes(root)
     assert [a for a in addresses if not refused(a)] == []
