@@ -132,7 +132,7 @@ async def bring_up(
 ) -> tuple[Node, float]:
     """Boot node `i`, publish it, and wait for its banner; seconds since `start`."""
     net = rt.networks[net_key]
-    private = net.pool.take()
+    private = NETWORK.network_address + 10 + i  # Runtime.boot claims it in the pool
     node_id = f"bench-{i:04d}"
     boot = FirstBoot(
         hostname=f"ip-{str(private).replace('.', '-')}",
