@@ -70,7 +70,7 @@ def _show(state: dict[str, Any], as_json: bool) -> None:
         return
     table = Table(title=f"interlock lab — {state['dir']}", title_justify="left")
     for col in ("site", "kind", "endpoint", "public pool", "nodes", "outstanding"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for name, site in state["sites"].items():
         table.add_row(
             name,

@@ -175,6 +175,21 @@ class AwsSite:
     def sync(self) -> None:
         self.ctx.runtime.call(self._sync_public())
 
+    # Reactions to moto's lifecycle calls; each gets [(instance, previous state)].
+
+    def terminated(self, changed: list[Any]) -> None:
+        for inst, previous in changed:
+            self.ctx.runtime.call(self.ctx.runtime.halt(inst.id, wipe=True))
+            if previous.name != "terminated":
+                self.ctx.ledger.released(self.spec.name, "server", inst.id)
+
+    def stopped(self, changed: list[Any]) -> None:
+        for inst, _ in changed:
+            self.ctx.runtime.call(self.ctx.runtime.halt(inst.id, wipe=False))
+
+    def started(self, changed: list[Any]) -> None:
+        self.ctx.runtime.call(self._boot([inst for inst, _ in changed]))
+
 
 def _openssh(material: bytes | str) -> str:
     text = material.decode() if isinstance(material, bytes) else material
@@ -288,42 +303,21 @@ def _install_hooks() -> None:
 
     orig_terminate = EC2Backend.terminate_instances
 
-    @_hook(EC2Backend, "terminate_instances")
-    def terminate_instances(orig: Any, self: Any, ids: list[str]) -> Any:
-        site = _site(self)
-        if site is None:
-            return orig(self, ids)
-        with site.lock:
-            out = orig(self, ids)
-            for inst, previous in out:
-                site.ctx.runtime.call(site.ctx.runtime.halt(inst.id, wipe=True))
-                if previous.name != "terminated":
-                    site.ctx.ledger.released(site.spec.name, "server", inst.id)
-            site.sync()
-        return out
+    def on_lifecycle(name: str, react: Callable[[AwsSite, list[Any]], None]) -> None:
+        @_hook(EC2Backend, name)
+        def wrapper(orig: Any, self: Any, ids: list[str]) -> Any:
+            site = _site(self)
+            if site is None:
+                return orig(self, ids)
+            with site.lock:
+                out = orig(self, ids)  # [(instance, previous state)]
+                react(site, out)
+                site.sync()
+            return out
 
-    @_hook(EC2Backend, "stop_instances")
-    def stop_instances(orig: Any, self: Any, ids: list[str]) -> Any:
-        site = _site(self)
-        if site is None:
-            return orig(self, ids)
-        with site.lock:
-            out = orig(self, ids)
-            for inst, _ in out:
-                site.ctx.runtime.call(site.ctx.runtime.halt(inst.id, wipe=False))
-            site.sync()
-        return out
-
-    @_hook(EC2Backend, "start_instances")
-    def start_instances(orig: Any, self: Any, ids: list[str]) -> Any:
-        site = _site(self)
-        if site is None:
-            return orig(self, ids)
-        with site.lock:
-            out = orig(self, ids)
-            site.ctx.runtime.call(site._boot([inst for inst, _ in out]))
-            site.sync()
-        return out
+    on_lifecycle("terminate_instances", AwsSite.terminated)
+    on_lifecycle("stop_instances", AwsSite.stopped)
+    on_lifecycle("start_instances", AwsSite.started)
 
     for name in ("create_key_pair", "import_key_pair"):
 

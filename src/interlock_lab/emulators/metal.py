@@ -23,8 +23,6 @@ from typing import Any
 from unittest import mock
 
 import bcrypt
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
 from sushy_tools import error as sushy_error
 from sushy_tools.emulator import main as emulator
 from sushy_tools.emulator.resources.systems import fakedriver
@@ -32,7 +30,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from interlock_lab.emulators.base import SiteContext
 from interlock_lab.emulators.faults import FaultPicker
-from interlock_lab.node.rootfs import FirstBoot
+from interlock_lab.node.rootfs import FirstBoot, host_key
 
 BMC_USER = "admin"
 NAMESPACE = uuid.UUID("6c1d6c4e-3a57-4d2f-9a40-4f6e2c1b7a11")
@@ -217,17 +215,7 @@ def _write_secret(path: Path, text: str) -> None:
 def _write_key(path: Path) -> None:
     if path.exists():
         return
-    key = ed25519.Ed25519PrivateKey.generate()
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.OpenSSH,
-        serialization.NoEncryption(),
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-        .decode()
-    )
+    private, public = host_key()
     _write_secret(path, private)
     Path(str(path) + ".pub").write_text(public + " interlock-lab-pool\n")
 
