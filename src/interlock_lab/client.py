@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import subprocess
 import sys
@@ -136,26 +137,34 @@ class LabClient:
         args = [sys.executable, "-m", "interlock_lab.daemon", "--dir", str(self.root)]
         for path, _ in specs:
             args += ["--site-file", str(path)]
-        with open(self.root / labdir.LOG, "ab") as log:
-            proc = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-                env={**os.environ, labdir.MARK: str(self.root)},
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if labdir.read_state(self.root) is not None:
-                return self.status()
-            if proc.poll() is not None:
-                raise LabError(f"the lab did not start:\n{self._log_tail()}", ExitCode.FAILURE)
-            time.sleep(0.05)
-        proc.kill()
+        ready_r, ready_w = os.pipe()
+        args += ["--ready-fd", str(ready_w)]
+        try:
+            with open(self.root / labdir.LOG, "ab") as log:
+                proc = subprocess.Popen(
+                    args,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    pass_fds=(ready_w,),
+                    start_new_session=True,
+                    env={**os.environ, labdir.MARK: str(self.root)},
+                )
+        finally:
+            os.close(ready_w)
+        try:
+            answer = _read_answer(ready_r, timeout)
+        finally:
+            os.close(ready_r)
+        if answer == "ok":
+            return self.status()
+        if answer is None:
+            proc.kill()
+            proc.wait()
+            labdir.clean_leftovers(self.root)
+            raise LabError(f"the lab did not answer within {timeout:.0f} s", ExitCode.FAILURE)
         proc.wait()
-        labdir.clean_leftovers(self.root)
-        raise LabError(f"the lab did not answer within {timeout:.0f} s", ExitCode.FAILURE)
+        raise LabError(f"the lab did not start:\n{self._log_tail()}", ExitCode.FAILURE)
 
     def down(self, timeout: float = 60.0) -> dict[str, Any]:
         """Stop the lab; returns what was still outstanding and what was cleaned."""
@@ -167,9 +176,7 @@ class LabClient:
         elif pid is not None:
             os.kill(pid, 15)
         if pid is not None:
-            deadline = time.monotonic() + timeout
-            while not labdir.gone(pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
+            labdir.wait_gone([pid], timeout)
         killed = labdir.clean_leftovers(self.root)
         labdir.remove_lab_files(self.root, keep_log=False)
         return {"was_running": pid is not None, "outstanding": outstanding, "killed": killed}
@@ -180,3 +187,20 @@ class LabClient:
         except OSError:
             return "(no log)"
         return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def _read_answer(fd: int, timeout: float) -> str | None:
+    """The lab's first line on its ready pipe: "ok", an error, "" if it died
+    without a word, or None if it said nothing within `timeout`."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    data = b""
+    deadline = time.monotonic() + timeout
+    while b"\n" not in data:
+        if not poller.poll(max(0, int((deadline - time.monotonic()) * 1000))):
+            return None
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.split(b"\n", 1)[0].decode(errors="replace").strip()

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -46,14 +47,24 @@ class _QuietServer(uvicorn.Server):
 
 
 class Lab:
-    def __init__(self, root: Path, specs: list[SiteSpec]) -> None:
+    def __init__(self, root: Path, specs: list[SiteSpec], ready_fd: int | None = None) -> None:
         self.root = root
+        self.ready_fd = ready_fd
         self.specs = specs
         self.started = time.time()
         self.stopping = asyncio.Event()
         self.sites: dict[str, EmulatedSite] = {}
         self.runtime: Runtime
         self.ledger: Ledger
+
+    def ready(self, answer: str) -> None:
+        """Tell `interlock lab up` (waiting on the ready pipe) how starting went."""
+        if self.ready_fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.write(self.ready_fd, answer.replace("\n", " ").encode() + b"\n")
+        os.close(self.ready_fd)
+        self.ready_fd = None
 
     def status(self) -> dict[str, Any]:
         sites: dict[str, Any] = {}
@@ -113,17 +124,15 @@ class Lab:
                 await asyncio.to_thread(site.start)
             from interlock_lab.control import make_app
 
-            config = uvicorn.Config(
-                make_app(self), host="127.0.0.1", port=0, log_level="warning", lifespan="off"
-            )
+            # Our own listening socket: its port is known, and clients queue on it
+            # until uvicorn serves, so the lab can announce itself at once.
+            api = socket.create_server(("127.0.0.1", 0))
+            port = api.getsockname()[1]
+            config = uvicorn.Config(make_app(self), log_level="warning", lifespan="off")
             server = _QuietServer(config)
-            serving = asyncio.create_task(server.serve())
-            while not server.started:
-                if serving.done():
-                    serving.result()
-                await asyncio.sleep(0.01)
-            port = server.servers[0].sockets[0].getsockname()[1]
+            serving = asyncio.create_task(server.serve(sockets=[api]))
             labdir.write_state(self.root, {**self.status(), "api": f"http://127.0.0.1:{port}"})
+            self.ready("ok")
             await self.stopping.wait()
         finally:
             await self._teardown(server, serving)
@@ -145,15 +154,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="interlock_lab.daemon")
     parser.add_argument("--dir", required=True, type=Path)
     parser.add_argument("--site-file", action="append", type=Path, default=[])
+    parser.add_argument("--ready-fd", type=int, default=None)
     args = parser.parse_args(argv)
     root: Path = args.dir
     os.environ[labdir.MARK] = str(root)  # every process of this lab inherits it
     (root / labdir.PID).write_text(f"{os.getpid()}\n")
-    specs = [load_site_file(p) for p in args.site_file]
+    lab: Lab | None = None
     try:
-        asyncio.run(Lab(root, specs).run())
+        lab = Lab(root, [load_site_file(p) for p in args.site_file], args.ready_fd)
+        asyncio.run(lab.run())
     except Exception as e:
-        print(f"lab failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        message = f"lab failed: {type(e).__name__}: {e}"
+        print(message, file=sys.stderr, flush=True)
+        if lab is not None:
+            lab.ready(message)
         labdir.remove_lab_files(root, keep_log=True)
         return 1
     labdir.remove_lab_files(root, keep_log=False)

@@ -15,9 +15,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import shutil
 import signal
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -71,22 +73,32 @@ def alive(pid: int, root: Path) -> bool:
     return f"{MARK}={root}".encode() in env
 
 
-def gone(pid: int) -> bool:
-    """Has every thread of `pid` exited (a zombie, or reaped)? Only then are its
-    sockets closed: the leader turns zombie while other threads still hold them,
-    and an exiting process loses its environment before its files."""
+def wait_gone(pids: Iterable[int], timeout: float) -> list[int]:
+    """Wait until every process in `pids` has ended, all its threads included (a
+    pidfd turns readable only then, after the process has closed its sockets).
+    Returns the pids still running at the deadline."""
+    fds: dict[int, int] = {}
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            fds[os.pidfd_open(pid)] = pid
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    deadline = time.monotonic() + timeout
     try:
-        tasks = list(Path(f"/proc/{pid}/task").iterdir())
-    except OSError:
-        return True  # reaped
-    for task in tasks:
-        try:
-            stat = (task / "stat").read_text()
-        except OSError:
-            continue  # this thread ended while we looked; others may not have
-        if stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
-            return False
-    return True
+        while fds:
+            left_ms = max(0, int((deadline - time.monotonic()) * 1000))
+            ready = poller.poll(left_ms)
+            if not ready:
+                break
+            for fd, _ in ready:
+                poller.unregister(fd)
+                os.close(fd)
+                del fds[fd]
+        return sorted(fds.values())
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def leftover_processes(root: Path) -> list[int]:
@@ -104,9 +116,7 @@ def clean_leftovers(root: Path) -> list[int]:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while not all(gone(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_gone(pids, timeout=10)
     remove_lab_files(root, keep_log=True)
     return pids
 

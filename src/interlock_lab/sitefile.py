@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
+METAL_FIRST_HOST = 10  # metal machines' fixed addresses start at this host index
 Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,30}$")]
 Seconds = Annotated[float, Field(ge=0, le=600)]
 StepVerdict = Literal["works", "fixup", "fails"]
@@ -177,6 +178,14 @@ class SiteSpec(Strict):
                 raise ValueError(f"machine group {g.prefix!r}: unknown flavor {g.flavor!r}")
         if self.kind == "metal" and not self.machines:
             raise ValueError("a metal site needs machines")
+        machines = sum(g.count for g in self.machines)
+        for what, net in (
+            ("public.pool", self.public.pool),
+            ("networks[0]", self.networks[0].cidr),
+        ):
+            # Machines take fixed addresses from the 11th host on (see emulators/metal.py).
+            if machines > net.num_addresses - 2 - METAL_FIRST_HOST:
+                raise ValueError(f"{machines} machines do not fit in {what} {net}")
         return self
 
     def behaviour(self, image: ImageSpec) -> Behaviour:

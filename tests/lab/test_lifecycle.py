@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 
 from interlock_lab import labdir
 from interlock_lab.client import LabClient, resolve_sites
-from tests.lab.conftest import ssh_ready, wait_for
+from tests.lab.conftest import ssh_ready
 
 SITE = """\
 name: {name}
@@ -109,7 +109,7 @@ def test_a_crashed_lab_takes_its_nodes_with_it_and_restart_cleans_up(
     node_pids = labdir.leftover_processes(root)
     assert pid in node_pids
     os.kill(pid, signal.SIGKILL)
-    wait_for("the lab and its nodes to end", lambda: all(labdir.gone(p) for p in node_pids))
+    assert labdir.wait_gone(node_pids, timeout=30) == []
     assert not labdir.leftover_processes(root)
     assert [a for a in addresses if not refused(a)] == []
     assert (root / "nodes").exists()  # files are what a crash leaves ...

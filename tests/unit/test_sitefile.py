@@ -105,3 +105,10 @@ def test_resolve_sites_refuses_unknown_duplicate_and_overlapping(tmp_path: Path)
     with pytest.raises(LabError, match=r"field 'public\.pool'.*overlaps site 'aws'"):
         resolve_sites(["aws"], [write(tmp_path, data)])
     assert [s.name for _, s in resolve_sites([], [])] == sorted(builtin_sites())
+
+
+def test_metal_machines_must_fit_their_addresses(tmp_path: Path) -> None:
+    data = yaml.safe_load(builtin_sites()["metal"].read_text())
+    data["public"]["pool"] = "127.77.0.0/28"
+    with pytest.raises(SiteFileError, match=r"6 machines do not fit in public\.pool"):
+        load_site_file(write(tmp_path, data))

@@ -31,6 +31,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from interlock_lab.emulators.base import SiteContext
 from interlock_lab.emulators.faults import FaultPicker
 from interlock_lab.node.rootfs import FirstBoot, host_key
+from interlock_lab.sitefile import METAL_FIRST_HOST
 
 BMC_USER = "admin"
 NAMESPACE = uuid.UUID("6c1d6c4e-3a57-4d2f-9a40-4f6e2c1b7a11")
@@ -92,15 +93,13 @@ class MetalSite:
 
     def _machines(self) -> dict[str, Machine]:
         net = self.spec.networks[0]
-        privates = list(net.cidr.hosts())[10:]
-        publics = list(self.spec.public.pool.hosts())[10:]
+        privates = list(net.cidr.hosts())[METAL_FIRST_HOST:]
+        publics = list(self.spec.public.pool.hosts())[METAL_FIRST_HOST:]
         out: dict[str, Machine] = {}
         for group in self.spec.machines:
             for i in range(1, group.count + 1):
                 name = f"{group.prefix}-{i:02d}"
                 n = len(out)
-                if n >= min(len(privates), len(publics)):
-                    raise ValueError(f"site {self.spec.name}: more machines than addresses")
                 uid = str(uuid.uuid5(NAMESPACE, f"{self.spec.name}/{name}"))
                 out[uid] = Machine(name, uid, group.flavor, group.image, privates[n], publics[n])
         return out
