@@ -19,5 +19,8 @@ class InterlockError(Exception):
     """An error with a message meant for the user and an exit code."""
 
     def __init__(self, message: str, code: ExitCode = ExitCode.FAILURE) -> None:
-        super().__init__(message)
+        super().__init__(message, code)
         self.code = code
+
+    def __str__(self) -> str:
+        return str(self.args[0])

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+import yaml
 
 from interlock_lab import labdir
 from interlock_lab.emulators.base import EmulatedSite, SiteContext
@@ -131,6 +132,8 @@ class Lab:
             config = uvicorn.Config(make_app(self), log_level="warning", lifespan="off")
             server = _QuietServer(config)
             serving = asyncio.create_task(server.serve(sockets=[api]))
+            sites = {name: site.client_config() for name, site in self.sites.items()}
+            (self.root / labdir.SITES).write_text(yaml.safe_dump({"sites": sites}))
             labdir.write_state(self.root, {**self.status(), "api": f"http://127.0.0.1:{port}"})
             self.ready("ok")
             await self.stopping.wait()

@@ -3,6 +3,7 @@
 Layout (all created by the lab, all removed by `interlock lab down`):
     lab.pid      the lab process, written first
     state.json   endpoints and sites, written once the lab answers
+    sites.yaml   the lab's sites as an interlock sites file
     lab.log      the lab process's output
     ledger.db    resources created and released, per site
     bin/         the node init, built on first use
@@ -27,7 +28,8 @@ PID = "lab.pid"
 STATE = "state.json"
 LOG = "lab.log"
 LEDGER = "ledger.db"
-OWNED = (PID, STATE, LEDGER, LEDGER + "-wal", LEDGER + "-shm", "bin", "nodes", "sites")
+SITES = "sites.yaml"  # an interlock sites file for the lab's sites
+OWNED = (PID, STATE, SITES, LEDGER, LEDGER + "-wal", LEDGER + "-shm", "bin", "nodes", "sites")
 MARK = "INTERLOCK_LAB_DIR_MARK"  # in the environment of every process of a lab
 
 

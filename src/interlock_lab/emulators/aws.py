@@ -107,6 +107,25 @@ class AwsSite:
             "password_file": str(self._secret_file()),
         }
 
+    def client_config(self) -> dict[str, Any]:
+        # Credentials go through botocore's own loader: a profile in files of ours.
+        config, creds = self.ctx.dir / "aws-config", self.ctx.dir / "aws-credentials"
+        profile = f"lab-{self.spec.name}"
+        config.write_text(f"[profile {profile}]\nregion = {self.spec.region}\n")
+        creds.write_text(
+            f"[{profile}]\naws_access_key_id = {ACCESS_KEY}\n"
+            f"aws_secret_access_key = {ACCESS_KEY}\n"
+        )
+        creds.chmod(0o600)
+        return {
+            "provider": "aws",
+            "region": self.spec.region,
+            "endpoint": self.url,
+            "aws_profile": profile,
+            "aws_config_file": str(config),
+            "aws_credentials_file": str(creds),
+        }
+
     # -- nodes -------------------------------------------------------------
 
     def _secret_file(self) -> Any:

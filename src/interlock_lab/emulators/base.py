@@ -34,6 +34,9 @@ class EmulatedSite(Protocol):
     def info(self) -> dict[str, Any]:
         """Endpoint and access details for clients (no secret values, only paths)."""
 
+    def client_config(self) -> dict[str, Any]:
+        """This site's entry in an interlock sites file (see interlock.config)."""
+
 
 def password_hash(secret_file: Path) -> str:
     """sha512-crypt hash of the site's login password (created on first use, mode 0600)."""

@@ -72,9 +72,12 @@ class _InstantDriver(fakedriver.FakeDriver):  # type: ignore[misc]
             system = self._get(identity)
             for new in targets:
                 if system["power_state"] != new:
+                    # A one-time network boot is the pool's reinstall: a fresh OS.
+                    reinstall = new == "On" and system.get("boot_device") == "Pxe"
                     if self.site is not None:
-                        self.site.power(system["uuid"], new == "On")
-                    self._update(system, power_state=new, pending_power=None)
+                        self.site.power(system["uuid"], new == "On", reinstall)
+                    changes = {"boot_device": "Hdd"} if reinstall else {}
+                    self._update(system, power_state=new, pending_power=None, **changes)
 
 
 class MetalSite:
@@ -168,10 +171,38 @@ class MetalSite:
             ],
         }
 
-    def power(self, system_uuid: str, on: bool) -> None:
+    def client_config(self) -> dict[str, Any]:
+        machines = []
+        for m in self.machines.values():
+            flavor, image = self.spec.flavor(m.flavor), self.spec.image(m.image)
+            machines.append(
+                {
+                    "name": m.name,
+                    "uuid": m.uuid,
+                    "public_ip": str(m.public_ip),
+                    "vcpus": flavor.vcpus,
+                    "ram_mib": flavor.ram_mib,
+                    "disk_gib": flavor.disk_gib,
+                    "distro": image.os,
+                    "version": image.version,
+                }
+            )
+        return {
+            "provider": "metal",
+            "region": self.spec.region,
+            "endpoint": self.url,
+            "username": BMC_USER,
+            "password_file": str(self.password_file),
+            "pool_key": str(self.key_file),
+            "machines": machines,
+        }
+
+    def power(self, system_uuid: str, on: bool, reinstall: bool = False) -> None:
         """Called by the BMC in its request thread, before the new state is stored."""
         machine = self.machines[system_uuid]
         if on:
+            if reinstall:
+                self.ctx.runtime.call(self.ctx.runtime.halt(machine.uuid, wipe=True))
             self.ctx.runtime.call(self._boot(machine))
             self.ctx.ledger.created(self.spec.name, "server", machine.name, machine.image)
         else:

@@ -1,0 +1,250 @@
+"""SSH work of steps 5-8: reachability, login discovery, securing root, removing the node key.
+
+Login discovery never pays a timeout per wrong name: a refused or reset
+connection means "not up yet" (retry the same name), an authentication failure
+is answered in milliseconds ("wrong user", or "key not installed yet" when every
+name fails: retry the round), and cloud-init's
+`Please login as the user "X" rather than the user "root".` names the account.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import shlex
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+REDIRECT = re.compile(r'Please login as the user "([^"]+)" rather than the user "root"')
+CONNECT_TIMEOUT = 5.0
+
+
+class AccessError(RuntimeError):
+    """A step's SSH work failed; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class Login:
+    user: str
+    fixups: tuple[str, ...]
+    tried: tuple[str, ...]
+
+
+async def wait_for_ssh(host: str, deadline: float, port: int = 22) -> float:
+    """Wait until `host` answers with an SSH banner; returns the seconds it took."""
+    start = time.monotonic()
+    delay = 0.05
+    while True:
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 3)
+            try:
+                line = await asyncio.wait_for(reader.readline(), 3)
+            finally:
+                writer.close()
+            if line.startswith(b"SSH-"):
+                return time.monotonic() - start
+        except (OSError, TimeoutError):
+            pass
+        if time.monotonic() > deadline:
+            raise AccessError(f"{host}:{port} did not answer SSH in time")
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 1.0)
+
+
+def connect(host: str, user: str, key: asyncssh.SSHKey | Path, **kw: Any) -> Any:
+    return asyncssh.connect(
+        host,
+        username=user,
+        client_keys=[key],
+        known_hosts=None,
+        agent_path=None,
+        preferred_auth="publickey",
+        connect_timeout=CONNECT_TIMEOUT,
+        **kw,
+    )
+
+
+async def _try(host: str, user: str, key: asyncssh.SSHKey) -> str:
+    """One login attempt: 'ok', 'denied', 'down', or 'redirect:NAME'."""
+    try:
+        async with connect(host, user, key) as conn:
+            proc = await conn.create_process("echo interlock-ok")
+            try:
+                line = await asyncio.wait_for(proc.stdout.readline(), 10)
+            finally:
+                proc.close()
+            m = REDIRECT.search(str(line))
+            if m:
+                return f"redirect:{m.group(1)}"
+            return "ok" if "interlock-ok" in str(line) else "denied"
+    except asyncssh.PermissionDenied:
+        return "denied"
+    except (OSError, asyncssh.Error, TimeoutError):
+        return "down"
+
+
+async def discover_login(
+    host: str, key: asyncssh.SSHKey, candidates: Sequence[tuple[str, str]], deadline: float
+) -> Login:
+    """Find the account the node key logs in to. `candidates` are (user, source) in order."""
+    tried: list[str] = []
+    fixups: list[str] = []
+    queue = list(dict.fromkeys(u for u, _ in candidates))
+    source = dict((u, s) for u, s in reversed(candidates))
+    rounds = 0
+    while True:
+        rounds += 1
+        for user in list(queue):
+            outcome = await _try(host, user, key)
+            while outcome == "down":
+                if time.monotonic() > deadline:
+                    raise AccessError(f"{host}: SSH went away during login discovery")
+                await asyncio.sleep(0.2)
+                outcome = await _try(host, user, key)
+            tried.append(f"{user}:{outcome}")
+            if outcome == "ok":
+                if source.get(user) not in ("declared", "learned") or rounds > 1:
+                    fixups.append(f"login user {user} found by probing ({source.get(user, 'redirect')})")
+                return Login(user, tuple(fixups), tuple(tried))
+            if outcome.startswith("redirect:"):
+                named = outcome.split(":", 1)[1]
+                source[named] = "cloud-init redirect"
+                if named not in queue[: queue.index(user) + 1]:
+                    queue.insert(queue.index(user) + 1, named)
+                fixups.append(f'root redirected to "{named}" by cloud-init')
+        if time.monotonic() > deadline:
+            raise AccessError(
+                f"{host}: no account accepted the node key (tried {', '.join(dict.fromkeys(tried))})"
+            )
+        # Every name was refused: the key may not be installed yet (slow metadata).
+        await asyncio.sleep(min(0.25 * rounds, 2.0))
+
+
+async def run(conn: asyncssh.SSHClientConnection, command: str, what: str) -> str:
+    done = await conn.run(command, check=False)
+    if done.exit_status != 0:
+        err = str(done.stderr or done.stdout).strip().splitlines()
+        raise AccessError(f"{what} failed: {err[-1] if err else f'exit {done.exit_status}'}")
+    return str(done.stdout)
+
+
+def _as_root(user: str, script: str) -> str:
+    wrapped = f"sh -c {shlex.quote(script)}"
+    return wrapped if user == "root" else f"sudo -n {wrapped}"
+
+
+SECURE = """set -e
+umask 077
+mkdir -p /root/.ssh
+printf '%s\\n' {keys} > /root/.ssh/authorized_keys.interlock
+mv /root/.ssh/authorized_keys.interlock /root/.ssh/authorized_keys
+chmod 700 /root/.ssh; chmod 600 /root/.ssh/authorized_keys
+mkdir -p /etc/ssh/sshd_config.d
+printf 'PasswordAuthentication no\\nKbdInteractiveAuthentication no\\nPermitRootLogin prohibit-password\\n' \\
+  > /etc/ssh/sshd_config.d/00-interlock.conf
+chmod 644 /etc/ssh/sshd_config.d/00-interlock.conf
+for k in PasswordAuthentication KbdInteractiveAuthentication PermitRootLogin; do
+  sed -i -E "s/^[#[:space:]]*$k[[:space:]].*/# & (interlock: see sshd_config.d)/" /etc/ssh/sshd_config
+done
+grep -q '^Include /etc/ssh/sshd_config.d/\\*.conf' /etc/ssh/sshd_config || \\
+  sed -i '1i Include /etc/ssh/sshd_config.d/*.conf' /etc/ssh/sshd_config
+SSHD=$(command -v sshd || echo /usr/sbin/sshd)
+$SSHD -t
+if [ -s /run/sshd.pid ]; then kill -HUP "$(cat /run/sshd.pid)";
+elif command -v systemctl >/dev/null && systemctl reload ssh 2>/dev/null; then :;
+else systemctl reload sshd; fi
+"""
+
+
+async def secure_root(
+    host: str, login: str, node_key: asyncssh.SSHKey, platform_public: Sequence[str]
+) -> None:
+    """Step 7: root gets exactly the platform keys; password login off; sshd reloaded."""
+    keys = " ".join(shlex.quote(k) for k in platform_public)
+    async with connect(host, login, node_key) as conn:
+        await run(conn, _as_root(login, SECURE.format(keys=keys)), "securing root")
+
+
+async def verify_root(host: str, platform_key: Path, deadline: float) -> str:
+    """Root logs in with a platform key, sshd -T shows the settings, and a password
+    login is refused for real. Returns the node's SSH host key (for known_hosts)."""
+    key = asyncssh.read_private_key(platform_key)
+    while True:  # sshd is reloading: its listener comes back within moments
+        try:
+            async with connect(host, "root", key) as conn:
+                config = await run(conn, "$(command -v sshd || echo /usr/sbin/sshd) -T", "sshd -T")
+                host_key = conn.get_server_host_key()
+            break
+        except (OSError, asyncssh.Error) as e:
+            if time.monotonic() > deadline:
+                raise AccessError(f"root login with the platform key failed: {e}") from None
+            await asyncio.sleep(0.2)
+    settings = dict(
+        line.split(" ", 1) for line in config.lower().splitlines() if " " in line
+    )
+    if settings.get("passwordauthentication") != "no":
+        raise AccessError("sshd still allows password authentication")
+    if settings.get("permitrootlogin") not in ("prohibit-password", "without-password"):
+        raise AccessError(f"sshd PermitRootLogin is {settings.get('permitrootlogin')}")
+    try:
+        async with asyncssh.connect(
+            host,
+            username="root",
+            password=secrets.token_urlsafe(12),
+            client_keys=None,
+            known_hosts=None,
+            agent_path=None,
+            preferred_auth="password,keyboard-interactive",
+            connect_timeout=CONNECT_TIMEOUT,
+        ):
+            raise AccessError("a password login was accepted")
+    except asyncssh.PermissionDenied:
+        pass
+    if host_key is None:
+        raise AccessError("the node sent no host key")
+    return str(host_key.export_public_key().decode()).strip()
+
+
+async def remove_node_key(host: str, platform_key: Path, node_public: str) -> None:
+    """Step 8 on the node: the node key leaves every authorized_keys; verified."""
+    body = node_public.split()[1]
+    script = f"""set -e
+for f in /root/.ssh/authorized_keys /home/*/.ssh/authorized_keys; do
+  [ -f "$f" ] || continue
+  if grep -qF {shlex.quote(body)} "$f"; then
+    grep -vF {shlex.quote(body)} "$f" > "$f.interlock" || true
+    chown --reference="$f" "$f.interlock"; chmod 600 "$f.interlock"; mv "$f.interlock" "$f"
+  fi
+done
+! grep -rlF {shlex.quote(body)} /root/.ssh /home/*/.ssh 2>/dev/null
+"""
+    key = asyncssh.read_private_key(platform_key)
+    async with connect(host, "root", key) as conn:
+        await run(conn, f"sh -c {shlex.quote(script)}", "removing the node key")
+
+
+async def install_key_with(
+    host: str, bootstrap: Path, user: str, public: str, deadline: float
+) -> None:
+    """Sites without a key API: put the node key in with the bootstrap (pool) key."""
+    key = asyncssh.read_private_key(bootstrap)
+    home = "/root" if user == "root" else f"~{user}"
+    script = (
+        f"set -e; umask 077; mkdir -p {home}/.ssh; "
+        f"printf '%s\\n' {shlex.quote(public)} >> {home}/.ssh/authorized_keys"
+    )
+    while True:
+        try:
+            async with connect(host, user, key) as conn:
+                await run(conn, _as_root(user, script), "installing the node key")
+                return
+        except (OSError, asyncssh.Error) as e:
+            if time.monotonic() > deadline:
+                raise AccessError(f"the bootstrap key did not log in as {user}: {e}") from None
+            await asyncio.sleep(0.2)

@@ -1,0 +1,322 @@
+"""Each node's allocation: a durable DBOS workflow whose checkpointed steps are the eight steps.
+
+Killed at any point, a workflow resumes on the next launch: finished steps are
+not run again (their results come from DBOS's system database), an unfinished
+one runs again and is written to be safe to repeat (a request first looks for
+the server its node's ownership tag names). A failed attempt rolls back what
+it created on that site; a quota/capacity error moves the node to the next site.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncssh
+from aiolimiter import AsyncLimiter
+from dbos import DBOS
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from interlock.allocate import access, keys
+from interlock.config import SitesFile
+from interlock.model import Choice, Traits
+from interlock.profiles import login_candidates, needs_floating_ip
+from interlock.providers import make_provider
+from interlock.providers.base import NodeRequest, Provider, QuotaError, TransientError
+from interlock.selection import choose
+from interlock.store import Store
+
+T = TypeVar("T")
+SSH_DEADLINE = 300.0  # seconds for a node's SSH work (boot delays, slow keys)
+OWNER = "interlock"
+
+
+@dataclass
+class SiteRuntime:
+    provider: Provider
+    slots: asyncio.Semaphore
+    rate: AsyncLimiter
+
+
+class Engine:
+    """What the durable steps need besides their arguments: config, store, providers."""
+
+    def __init__(self, sites: SitesFile, store: Store, home: Path) -> None:
+        self.sites = sites
+        self.store = store
+        self.home = home
+        self.platform = keys.platform_keys(sites.platform_keys, home)
+        self.platform_public = [keys.public_of(p) for p in self.platform]
+        self._sites: dict[str, SiteRuntime] = {}
+
+    def site(self, name: str) -> SiteRuntime:
+        if name not in self._sites:
+            cfg = self.sites.sites[name]
+            self._sites[name] = SiteRuntime(
+                make_provider(name, cfg, self.store),
+                asyncio.Semaphore(cfg.limits.concurrency),
+                AsyncLimiter(cfg.limits.rate, 1),
+            )
+        return self._sites[name]
+
+    async def call(self, site: str, fn: Callable[..., T], *args: Any) -> T:
+        """A provider call off the event loop, rate-limited, transient errors retried."""
+        rt = self.site(site)
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(TransientError),
+            wait=wait_exponential(multiplier=0.2, max=5),
+            stop=stop_after_attempt(6),
+            reraise=True,
+        ):
+            with attempt:
+                async with rt.rate:
+                    return await asyncio.to_thread(fn, *args)
+        raise AssertionError("unreachable")
+
+    def key_path(self, node: str) -> Path:
+        return self.home / "keys" / node
+
+    def progress(self, node: str, step: str, **changes: Any) -> None:
+        self.store.update(node, step=step, **changes)
+
+
+_engine: Engine | None = None
+
+
+def engine() -> Engine:
+    if _engine is None:
+        raise RuntimeError("the allocation engine is not started")
+    return _engine
+
+
+def start(e: Engine) -> None:
+    """Set the engine and launch DBOS (which resumes unfinished allocations)."""
+    global _engine
+    _engine = e
+    DBOS(
+        config={
+            "name": "interlock",
+            "system_database_url": f"sqlite:///{e.home / 'workflows.sqlite'}",
+            "log_level": "WARNING",
+        }
+    )
+    DBOS.launch()
+
+
+def stop() -> None:
+    DBOS.destroy(destroy_registry=False)
+
+
+# -- the steps ---------------------------------------------------------------
+
+
+@DBOS.step()
+async def node_key(node: str) -> str:
+    """Step 1a: the node-specific ed25519 key (the private half stays a 0600 file)."""
+    e = engine()
+    e.progress(node, "node key")
+    path = e.key_path(node)
+    if path.exists():
+        return keys.public_of(path) + f" interlock:{node}"
+    return keys.new_key(path, f"interlock:{node}")
+
+
+@DBOS.step()
+async def register_key(site: str, node: str, public: str) -> str | None:
+    """Step 1b: register the node key with the site (None: the site has no key API)."""
+    e = engine()
+    provider = e.site(site).provider
+    ref = f"interlock-{node}"
+    if await e.call(site, provider.key_exists, ref):
+        return ref
+    got = await e.call(site, provider.register_key, ref, public)
+    e.progress(node, "node key", key_ref=got)
+    return got
+
+
+@DBOS.step()
+async def select(site: str, node: str, traits: dict[str, Any]) -> dict[str, Any]:
+    """Steps 2-3: the site's metadata, normalized; flavor, image, network from traits."""
+    e = engine()
+    e.progress(node, "select")
+    meta = await e.call(site, e.site(site).provider.metadata)
+    declared = e.sites.sites[site].profile.public_network
+    choice = choose(site, meta, Traits(**traits), declared)
+    return choice.model_dump()
+
+
+@DBOS.step()
+async def request(site: str, node: str, deployment: str, choice: dict[str, Any], key_ref: str | None) -> str:
+    """Step 4: request the node, with ownership tags; safe to repeat."""
+    e = engine()
+    e.progress(node, "request")
+    c = Choice.model_validate(choice)
+    provider = e.site(site).provider
+    existing = await e.call(site, provider.find_node, node)
+    if existing is not None:
+        server = existing
+    else:
+        tags = {"interlock:owner": OWNER, "interlock:deployment": deployment, "interlock:node": node}
+        server = await e.call(
+            site, provider.create_node, NodeRequest(node, c.image, c.flavor, c.network, key_ref, tags)
+        )
+    e.progress(node, "request", server_id=server, image=c.image.id, flavor=c.flavor.id)
+    return server
+
+
+@DBOS.step()
+async def public_address(site: str, node: str, server: str, floating: bool) -> dict[str, Any]:
+    """Step 5: the direct public address, or a floating IP; verified on port 22."""
+    e = engine()
+    e.progress(node, "public address")
+    provider = e.site(site).provider
+    deadline = time.monotonic() + SSH_DEADLINE
+    fixups: list[str] = []
+    record = e.store.get(node)
+    ip, ref = (record.public_ip, record.public_ip_ref) if record else (None, None)
+    while ip is None:
+        info = await e.call(site, provider.describe_node, server)
+        if info.state == "running" and info.public_ip:
+            ip = info.public_ip
+        elif info.state == "running" and (floating or not info.public_ip):
+            ip, ref = await e.call(site, provider.attach_public_ip, server)
+            fixups.append("floating IP allocated")
+            e.store.learn(site, "floating_ip", "yes", f"{server} had no public address when running")
+        elif info.state == "gone" or time.monotonic() > deadline:
+            raise access.AccessError(f"{server} never reached running (state {info.state})")
+        else:
+            await asyncio.sleep(0.2)
+        e.progress(node, "public address", public_ip=ip, public_ip_ref=ref)
+    await access.wait_for_ssh(ip, deadline)
+    return {"ip": ip, "ref": ref, "fixups": fixups}
+
+
+@DBOS.step()
+async def login(site: str, node: str, ip: str, image: dict[str, Any], key_ref: str | None, public: str) -> dict[str, Any]:
+    """Step 6: log in with the node key, discovering the account."""
+    e = engine()
+    e.progress(node, "login")
+    provider = e.site(site).provider
+    deadline = time.monotonic() + SSH_DEADLINE
+    fixups: list[str] = []
+    from interlock.model import Image
+
+    img = Image.model_validate(image)
+    if key_ref is None and provider.bootstrap is not None:
+        path, user = provider.bootstrap
+        await access.install_key_with(ip, path, user, public, deadline)
+        fixups.append(f"node key installed over SSH with the site's bootstrap key ({user})")
+    key = asyncssh.read_private_key(e.key_path(node))
+    candidates = login_candidates(site, e.sites.sites[site].profile, e.store, img)
+    found = await access.discover_login(ip, key, candidates, deadline)
+    e.store.learn(site, f"login_user:{img.id}", found.user, f"logged in on {node}: {', '.join(found.tried)}")
+    e.progress(node, "login", login_user=found.user)
+    return {"user": found.user, "fixups": fixups + list(found.fixups)}
+
+
+@DBOS.step()
+async def secure(node: str, ip: str, user: str) -> None:
+    """Step 7: root with the platform keys, password login off, verified for real."""
+    e = engine()
+    e.progress(node, "root access")
+    key = asyncssh.read_private_key(e.key_path(node))
+    await access.secure_root(ip, user, key, e.platform_public)
+    host_key = await access.verify_root(ip, e.platform[0], time.monotonic() + 60)
+    e.progress(node, "root access", host_key=host_key)
+
+
+@DBOS.step()
+async def drop_node_key(site: str, node: str, ip: str, key_ref: str | None, public: str) -> None:
+    """Step 8: the node key leaves the node, the site and the disk."""
+    e = engine()
+    e.progress(node, "remove node key")
+    await access.remove_node_key(ip, e.platform[0], public)
+    provider = e.site(site).provider
+    if key_ref is not None:
+        await e.call(site, provider.delete_key, key_ref)
+        if await e.call(site, provider.key_exists, key_ref):
+            raise access.AccessError(f"the site still lists key {key_ref}")
+    keys.remove(e.key_path(node))
+    e.progress(node, "remove node key", key_ref=None)
+
+
+@DBOS.step()
+async def rollback(site: str, node: str) -> None:
+    """Release what this attempt created on `site`: server, floating IP, site key."""
+    e = engine()
+    record = e.store.get(node)
+    provider = e.site(site).provider
+    server = (record.server_id if record else None) or await e.call(site, provider.find_node, node)
+    if record and record.public_ip_ref:
+        await e.call(site, provider.release_public_ip, record.public_ip_ref)
+    if server:
+        await e.call(site, provider.delete_node, server)
+    ref = f"interlock-{node}"
+    if await e.call(site, provider.key_exists, ref):
+        await e.call(site, provider.delete_key, ref)
+    e.progress(node, "rolled back", server_id=None, public_ip=None, public_ip_ref=None,
+               key_ref=None, login_user=None)
+
+
+@DBOS.step()
+async def finish(node: str, status: str, fields: dict[str, Any]) -> None:
+    e = engine()
+    if status != "ready":
+        keys.remove(e.key_path(node))
+    e.store.update(node, status=status, **fields)
+
+
+# -- the workflow --------------------------------------------------------------
+
+
+@DBOS.workflow()
+async def allocate(node: str, deployment: str, sites: list[str], traits: dict[str, Any]) -> str:
+    """One node through the eight steps, over `sites` in order of preference."""
+    e = engine()
+    attempts: list[dict[str, str]] = []
+    for site in sites:
+        e.progress(node, "start", site=site, status="allocating", fixups=[], error=None)
+        async with e.site(site).slots:
+            try:
+                fixups = await _on_site(site, node, deployment, traits)
+            except Exception as err:  # every failure rolls back this site's attempt
+                why = _one_line(err)
+                attempts.append({"site": site, "result": "failed", "why": why})
+                await rollback(site, node)
+                if isinstance(err, QuotaError):
+                    continue  # capacity or quota: the next site may have room
+                await finish(node, "failed", {"error": why, "attempts": attempts})
+                return "failed"
+        attempts.append({"site": site, "result": "ready", "why": ""})
+        await finish(node, "ready", {"fixups": fixups, "attempts": attempts, "step": "done"})
+        return "ready"
+    why = "; ".join(f"{a['site']}: {a['why']}" for a in attempts) or "no site given"
+    await finish(node, "failed", {"error": f"no site could take it ({why})", "attempts": attempts})
+    return "failed"
+
+
+async def _on_site(site: str, node: str, deployment: str, traits: dict[str, Any]) -> list[str]:
+    e = engine()
+    public = await node_key(node)
+    key_ref = await register_key(site, node, public)
+    fixups: list[str] = []
+    choice = await select(site, node, traits)
+    server = await request(site, node, deployment, choice, key_ref)
+    floating = needs_floating_ip(site, e.sites.sites[site].profile, e.store) or False
+    address = await public_address(site, node, server, floating)
+    fixups += address["fixups"]
+    found = await login(site, node, address["ip"], choice["image"], key_ref, public)
+    fixups += found["fixups"]
+    await secure(node, address["ip"], found["user"])
+    await drop_node_key(site, node, address["ip"], key_ref, public)
+    return list(dict.fromkeys(fixups))
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return (text[0] if text else type(err).__name__)[:300]
+

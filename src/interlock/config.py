@@ -1,0 +1,123 @@
+"""The sites file: where nodes come from, and how to reach each site's API.
+
+Credentials are never stored here: the file names where they come from (an AWS
+profile and its config files, read by botocore; a password file, mode 0600), so
+the file itself can be shown, logged and committed. Which file is used:
+    --sites FILE  >  $INTERLOCK_SITES  >  ~/.config/interlock/sites.yaml  >  the running lab's
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from interlock.errors import ExitCode, InterlockError
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Limits(Strict):
+    concurrency: int = Field(default=16, ge=1, le=1024)  # nodes in flight at once
+    rate: float = Field(default=20.0, gt=0)  # API calls per second
+
+
+class DeclaredProfile(Strict):
+    """Facts about a site's behaviour that its operator knows (they win over learned ones)."""
+
+    login_users: dict[str, str] = {}  # image id or distro -> login account
+    floating_ip: bool | None = None  # True: a floating/elastic IP is always needed
+    public_network: str | None = None  # the network that reaches the outside
+
+
+class SiteBase(Strict):
+    region: str = ""
+    limits: Limits = Limits()
+    profile: DeclaredProfile = DeclaredProfile()
+
+
+class AwsSite(SiteBase):
+    provider: Literal["aws"]
+    endpoint: str | None = None  # None: AWS itself
+    aws_profile: str | None = None
+    aws_config_file: Path | None = None
+    aws_credentials_file: Path | None = None
+
+
+class Machine(Strict):
+    name: str
+    uuid: str
+    public_ip: str
+    vcpus: int
+    ram_mib: int
+    disk_gib: int = 0
+    distro: str
+    version: str
+
+
+class MetalSite(SiteBase):
+    provider: Literal["metal"]
+    endpoint: str  # Redfish service root, e.g. https://bmc.example/redfish/v1
+    username: str
+    password_file: Path
+    pool_key: Path  # private key that gives root on a freshly installed machine
+    machines: list[Machine] = Field(min_length=1)
+
+
+SiteConfig = Annotated[AwsSite | MetalSite, Field(discriminator="provider")]
+
+
+class SitesFile(Strict):
+    sites: dict[str, SiteConfig] = Field(min_length=1)
+    # Private key files whose public halves get root on every node.
+    platform_keys: list[Path] = []
+
+
+def home() -> Path:
+    """interlock's own state: node keys in flight, the store, the platform key."""
+    env = os.environ.get("INTERLOCK_HOME")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(base) / "interlock"
+
+
+def sites_path(explicit: Path | None = None) -> Path:
+    if explicit is not None:
+        return explicit
+    env = os.environ.get("INTERLOCK_SITES")
+    if env:
+        return Path(env)
+    user = Path(os.path.expanduser("~/.config/interlock/sites.yaml"))
+    if user.exists():
+        return user
+    try:
+        from interlock_lab import labdir
+    except ImportError:  # no lab installed: only the user's own file
+        return user
+    return labdir.default_dir() / labdir.SITES
+
+
+def load_sites(path: Path) -> SitesFile:
+    try:
+        data: Any = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise InterlockError(
+            f"{path}: no sites file (start the lab with `interlock lab up`, or write one)",
+            ExitCode.BAD_INPUT,
+        ) from None
+    except yaml.YAMLError as e:
+        raise InterlockError(f"{path}: not valid YAML: {e}", ExitCode.BAD_INPUT) from None
+    try:
+        return SitesFile.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise InterlockError(
+            f"{path}: field '{field}': {first['msg']}", ExitCode.BAD_INPUT
+        ) from None

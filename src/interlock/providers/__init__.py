@@ -1,0 +1,19 @@
+"""One module per API kind; `make_provider` picks it from a site's config."""
+
+from __future__ import annotations
+
+from interlock.config import AwsSite, MetalSite, SiteBase
+from interlock.providers.base import Provider
+from interlock.store import Store
+
+
+def make_provider(name: str, config: SiteBase, store: Store) -> Provider:
+    if isinstance(config, AwsSite):
+        from interlock.providers.aws import AwsProvider
+
+        return AwsProvider(name, config)
+    if isinstance(config, MetalSite):
+        from interlock.providers.metal import MetalProvider
+
+        return MetalProvider(name, config, store)
+    raise TypeError(f"no provider for {type(config).__name__}")

@@ -1,0 +1,219 @@
+"""AWS EC2 through boto3."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import boto3
+import botocore.session
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+
+from interlock.config import AwsSite
+from interlock.model import Flavor, Image, Metadata, Network
+from interlock.providers.base import (
+    AuthError,
+    InvalidRequestError,
+    NodeRequest,
+    NotFoundError,
+    ProviderError,
+    QuotaError,
+    ServerInfo,
+    TransientError,
+)
+from interlock.providers.normalize import DEFAULT_USERS, distro_version
+
+T = TypeVar("T")
+AUTH = {"AuthFailure", "UnauthorizedOperation", "InvalidClientTokenId", "SignatureDoesNotMatch"}
+QUOTA = {
+    "InsufficientInstanceCapacity",
+    "InstanceLimitExceeded",
+    "AddressLimitExceeded",
+    "VcpuLimitExceeded",
+    "InsufficientAddressCapacity",
+}
+TRANSIENT = {"RequestLimitExceeded", "Throttling", "ServiceUnavailable", "InternalError", "Unavailable"}
+STATES = {"pending": "pending", "running": "running", "stopping": "stopped", "stopped": "stopped"}
+
+
+class AwsProvider:
+    bootstrap: tuple[Path, str] | None = None
+
+    def __init__(self, site: str, config: AwsSite) -> None:
+        self.site = site
+        core = botocore.session.Session(profile=config.aws_profile)
+        if config.aws_config_file:
+            core.set_config_variable("config_file", str(config.aws_config_file))
+        if config.aws_credentials_file:
+            core.set_config_variable("credentials_file", str(config.aws_credentials_file))
+        session = boto3.Session(botocore_session=core, region_name=config.region or None)
+        # interlock retries what is transient itself (one taxonomy for every provider).
+        self.ec2 = session.client(
+            "ec2",
+            endpoint_url=config.endpoint,
+            config=Config(retries={"total_max_attempts": 1}, connect_timeout=10, read_timeout=60),
+        )
+
+    @contextmanager
+    def _mapped(self) -> Iterator[None]:
+        try:
+            yield
+        except ClientError as e:
+            code = e.response.get("Error", {}).get("Code", "")
+            msg = f"{code}: {e.response.get('Error', {}).get('Message', '')}"
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            cls: type[ProviderError]
+            if code in AUTH:
+                cls = AuthError
+            elif code in QUOTA:
+                cls = QuotaError
+            elif code.endswith(".NotFound") or code.endswith("NotFound"):
+                cls = NotFoundError
+            elif code in TRANSIENT or status >= 500:
+                cls = TransientError
+            else:
+                cls = InvalidRequestError
+            raise cls(self.site, msg) from None
+        except (EndpointConnectionError, BotoCoreError) as e:
+            raise TransientError(self.site, f"{type(e).__name__}: {e}") from None
+
+    def _call(self, fn: Callable[..., T], **kw: Any) -> T:
+        with self._mapped():
+            return fn(**kw)
+
+    def metadata(self) -> Metadata:
+        types = []
+        paginator = self.ec2.get_paginator("describe_instance_types")
+        with self._mapped():
+            for page in paginator.paginate():
+                types += page["InstanceTypes"]
+        flavors = tuple(
+            Flavor(
+                id=t["InstanceType"],
+                name=t["InstanceType"],
+                vcpus=t["VCpuInfo"]["DefaultVCpus"],
+                ram_mib=t["MemoryInfo"]["SizeInMiB"],
+                arch="arm64" if "arm64" in t["ProcessorInfo"]["SupportedArchitectures"] else "x86_64",
+                gpus=sum(g.get("Count", 0) for g in t.get("GpuInfo", {}).get("Gpus", [])),
+            )
+            for t in types
+            if t.get("CurrentGeneration", True)
+        )
+        raw = self._call(
+            self.ec2.describe_images, Filters=[{"Name": "state", "Values": ["available"]}]
+        )["Images"]
+        images = []
+        for i in raw:
+            found = distro_version(i.get("Name", ""), i.get("Description", ""))
+            if found is None:
+                continue
+            distro, version = found
+            tags = {t["Key"]: t["Value"] for t in i.get("Tags", [])}
+            hints = tuple(filter(None, [tags.get("os_admin_user")])) + DEFAULT_USERS.get(distro, ())
+            images.append(
+                Image(
+                    id=i["ImageId"],
+                    name=i.get("Name", i["ImageId"]),
+                    distro=distro,
+                    version=version,
+                    arch="arm64" if i.get("Architecture") == "arm64" else "x86_64",
+                    login_hints=hints,
+                    created=str(i.get("CreationDate", "")),
+                )
+            )
+        subnets = self._call(self.ec2.describe_subnets)["Subnets"]
+        networks = tuple(
+            Network(
+                id=s["SubnetId"],
+                name=s["SubnetId"] + (" (default)" if s.get("DefaultForAz") else ""),
+                role="public" if s.get("MapPublicIpOnLaunch") else "external-usable",
+                evidence=f"MapPublicIpOnLaunch={s.get('MapPublicIpOnLaunch')}",
+            )
+            for s in sorted(subnets, key=lambda s: (not s.get("DefaultForAz"), s["SubnetId"]))
+        )
+        return Metadata(flavors=flavors, images=tuple(images), networks=networks)
+
+    def register_key(self, name: str, public_key: str) -> str:
+        self._call(self.ec2.import_key_pair, KeyName=name, PublicKeyMaterial=public_key.encode())
+        return name
+
+    def delete_key(self, ref: str) -> None:
+        self._call(self.ec2.delete_key_pair, KeyName=ref)
+
+    def key_exists(self, ref: str) -> bool:
+        try:
+            self._call(self.ec2.describe_key_pairs, KeyNames=[ref])
+        except NotFoundError:
+            return False
+        return True
+
+    def create_node(self, request: NodeRequest) -> str:
+        kw: dict[str, Any] = {
+            "ImageId": request.image.id,
+            "InstanceType": request.flavor.id,
+            "MinCount": 1,
+            "MaxCount": 1,
+            "TagSpecifications": [
+                {
+                    "ResourceType": "instance",
+                    "Tags": [{"Key": k, "Value": v} for k, v in request.tags.items()],
+                }
+            ],
+        }
+        if request.key_ref:
+            kw["KeyName"] = request.key_ref
+        if request.network is not None:
+            kw["SubnetId"] = request.network.id
+        out = self._call(self.ec2.run_instances, **kw)
+        return str(out["Instances"][0]["InstanceId"])
+
+    def describe_node(self, server_id: str) -> ServerInfo:
+        try:
+            out = self._call(self.ec2.describe_instances, InstanceIds=[server_id])
+        except NotFoundError:
+            return ServerInfo(server_id, "gone", None, None)
+        inst = out["Reservations"][0]["Instances"][0]
+        state = STATES.get(inst["State"]["Name"], "gone")
+        return ServerInfo(
+            server_id, state, inst.get("PublicIpAddress"), inst.get("PrivateIpAddress")
+        )
+
+    def find_node(self, name: str) -> str | None:
+        out = self._call(
+            self.ec2.describe_instances,
+            Filters=[
+                {"Name": "tag:interlock:node", "Values": [name]},
+                {"Name": "instance-state-name", "Values": ["pending", "running", "stopped"]},
+            ],
+        )
+        found = [i["InstanceId"] for r in out["Reservations"] for i in r["Instances"]]
+        return str(found[0]) if found else None
+
+    def attach_public_ip(self, server_id: str) -> tuple[str, str]:
+        eip = self._call(self.ec2.allocate_address, Domain="vpc")
+        try:
+            self._call(
+                self.ec2.associate_address, InstanceId=server_id, AllocationId=eip["AllocationId"]
+            )
+        except ProviderError:
+            self.release_public_ip(eip["AllocationId"])
+            raise
+        return str(eip["PublicIp"]), str(eip["AllocationId"])
+
+    def release_public_ip(self, ref: str) -> None:
+        try:
+            addr = self._call(self.ec2.describe_addresses, AllocationIds=[ref])["Addresses"]
+        except NotFoundError:
+            return
+        if addr and addr[0].get("AssociationId"):
+            self._call(self.ec2.disassociate_address, AssociationId=addr[0]["AssociationId"])
+        self._call(self.ec2.release_address, AllocationId=ref)
+
+    def delete_node(self, server_id: str) -> None:
+        try:
+            self._call(self.ec2.terminate_instances, InstanceIds=[server_id])
+        except NotFoundError:
+            pass

@@ -1,0 +1,103 @@
+"""The provider interface: the same few operations for every API kind, and one
+error taxonomy every driver maps its SDK's errors into.
+
+Operations are plain blocking calls (the SDKs are blocking); the allocation
+workflow runs them off the event loop, under the site's concurrency and rate
+limits, and retries only what the taxonomy calls transient.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from interlock.errors import ExitCode, InterlockError
+from interlock.model import Flavor, Image, Metadata, Network
+
+
+class ProviderError(InterlockError):
+    """An SDK error, mapped. `kind` decides retry (transient) and failover (quota)."""
+
+    kind = "error"
+
+    def __init__(self, site: str, message: str) -> None:
+        super().__init__(f"{site}: {message}", ExitCode.FAILURE)
+        self.site = site
+        self.detail = message
+
+    def __reduce__(self) -> tuple[type[ProviderError], tuple[str, str]]:
+        # Durable steps record errors by pickling them; keep the constructor's shape.
+        return (type(self), (self.site, self.detail))
+
+
+class AuthError(ProviderError):
+    kind = "auth"
+
+
+class QuotaError(ProviderError):
+    """Quota or capacity: this site cannot take the node now; try the next site."""
+
+    kind = "quota"
+
+
+class NotFoundError(ProviderError):
+    kind = "not-found"
+
+
+class TransientError(ProviderError):
+    """Throttled or briefly unavailable: worth retrying with backoff."""
+
+    kind = "transient"
+
+
+class InvalidRequestError(ProviderError):
+    kind = "invalid"
+
+
+@dataclass(frozen=True)
+class NodeRequest:
+    name: str
+    image: Image
+    flavor: Flavor
+    network: Network | None
+    key_ref: str | None  # the node key registered with the site, if it has a key API
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    server_id: str
+    state: str  # pending | running | stopped | gone
+    public_ip: str | None
+    private_ip: str | None
+
+
+class Provider(Protocol):
+    site: str
+    # A key that logs in before the node key is there (metal's pool key), with its user.
+    bootstrap: tuple[Path, str] | None
+
+    def metadata(self) -> Metadata: ...
+
+    def register_key(self, name: str, public_key: str) -> str | None:
+        """Register the node key; None when the site has no key API."""
+
+    def delete_key(self, ref: str) -> None: ...
+
+    def key_exists(self, ref: str) -> bool: ...
+
+    def create_node(self, request: NodeRequest) -> str:
+        """Request a node; returns its server id. Raises QuotaError on capacity."""
+
+    def describe_node(self, server_id: str) -> ServerInfo: ...
+
+    def find_node(self, name: str) -> str | None:
+        """The live server carrying node `name`'s ownership tag (a resumed request)."""
+
+    def attach_public_ip(self, server_id: str) -> tuple[str, str]:
+        """Allocate a floating/elastic IP and associate it; returns (ip, ref)."""
+
+    def release_public_ip(self, ref: str) -> None: ...
+
+    def delete_node(self, server_id: str) -> None: ...

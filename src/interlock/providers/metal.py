@@ -1,0 +1,160 @@
+"""Physical machines through Redfish (sushy): an inventory, atomic claims, power.
+
+A metal site has no key API and no floating IPs: a request is an atomic claim of
+a free machine that matches, a one-time network boot (a fresh install) and power
+on; release powers off and returns the machine. Root on a fresh install is
+reached with the pool's key (the provider's bootstrap), as Packet did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import requests
+import sushy
+from sushy import exceptions as sx
+from sushy.auth import BasicAuth
+
+from interlock.config import Machine, MetalSite
+from interlock.model import Flavor, Image, Metadata, Network
+from interlock.providers.base import (
+    AuthError,
+    InvalidRequestError,
+    NodeRequest,
+    NotFoundError,
+    QuotaError,
+    ServerInfo,
+    TransientError,
+)
+from interlock.store import Store
+
+
+def flavor_of(m: Machine) -> Flavor:
+    return Flavor(
+        id=f"c{m.vcpus}-m{m.ram_mib // 1024}g-d{m.disk_gib}g",
+        name=f"{m.vcpus} cores, {m.ram_mib // 1024} GiB, {m.disk_gib} GB disk",
+        vcpus=m.vcpus,
+        ram_mib=m.ram_mib,
+        disk_gib=m.disk_gib,
+    )
+
+
+def image_of(m: Machine) -> Image:
+    return Image(
+        id=f"{m.distro}-{m.version}",
+        name=f"{m.distro} {m.version} (installed)",
+        distro=m.distro,
+        version=m.version,
+        login_hints=("root",),
+    )
+
+
+class MetalProvider:
+    def __init__(self, site: str, config: MetalSite, store: Store) -> None:
+        self.site = site
+        self.config = config
+        self.store = store
+        self.bootstrap: tuple[Path, str] | None = (config.pool_key, "root")
+        self.machines = {m.uuid: m for m in config.machines}
+        self._conn: sushy.Sushy | None = None
+
+    @contextmanager
+    def _mapped(self) -> Iterator[None]:
+        try:
+            yield
+        except sx.AccessError as e:
+            raise AuthError(self.site, f"BMC refused the credentials: {e}") from None
+        except sx.ResourceNotFoundError as e:
+            raise NotFoundError(self.site, str(e)) from None
+        except (sx.ServerSideError, sx.ConnectionError, requests.RequestException) as e:
+            raise TransientError(self.site, f"BMC: {e}") from None
+        except sx.HTTPError as e:
+            raise InvalidRequestError(self.site, f"BMC: {e}") from None
+
+    def _bmc(self) -> sushy.Sushy:
+        if self._conn is None:
+            password = self.config.password_file.read_text().strip()
+            with self._mapped():
+                self._conn = sushy.Sushy(
+                    self.config.endpoint, auth=BasicAuth(self.config.username, password)
+                )
+        return self._conn
+
+    def _system(self, uuid: str) -> Any:
+        with self._mapped():
+            return self._bmc().get_system(f"{self._bmc().get_system_collection().path}/{uuid}")
+
+    def metadata(self) -> Metadata:
+        flavors = {flavor_of(m).id: flavor_of(m) for m in self.machines.values()}
+        images = {image_of(m).id: image_of(m) for m in self.machines.values()}
+        net = Network(
+            id="public",
+            name="public",
+            role="public",
+            evidence="each machine has a fixed public address in the inventory",
+        )
+        return Metadata(
+            flavors=tuple(flavors.values()), images=tuple(images.values()), networks=(net,)
+        )
+
+    def register_key(self, name: str, public_key: str) -> None:
+        return None  # no key API: the node key goes in over SSH with the pool key
+
+    def delete_key(self, ref: str) -> None:
+        return None
+
+    def key_exists(self, ref: str) -> bool:
+        return False
+
+    def create_node(self, request: NodeRequest) -> str:
+        fitting = [
+            uuid
+            for uuid, m in self.machines.items()
+            if flavor_of(m).id == request.flavor.id and image_of(m).id == request.image.id
+        ]
+        machine = self.store.claim(self.site, fitting, request.name)
+        if machine is None:
+            raise QuotaError(self.site, f"no free machine of {request.flavor.id} with {request.image.id}")
+        try:
+            system = self._system(machine)
+            with self._mapped():
+                system.set_system_boot_options(
+                    sushy.BootSource.PXE, enabled=sushy.BootSourceOverrideEnabled.ONCE
+                )
+                system.reset_system(sushy.ResetType.ON)
+        except Exception:
+            self.store.unclaim(self.site, machine)
+            raise
+        return machine
+
+    def describe_node(self, server_id: str) -> ServerInfo:
+        m = self.machines.get(server_id)
+        if m is None:
+            return ServerInfo(server_id, "gone", None, None)
+        system = self._system(server_id)
+        with self._mapped():
+            system.refresh()
+        on = system.power_state == sushy.PowerState.ON
+        return ServerInfo(server_id, "running" if on else "stopped", m.public_ip, None)
+
+    def find_node(self, name: str) -> str | None:
+        return self.store.claimed_by(self.site, name)
+
+    def attach_public_ip(self, server_id: str) -> tuple[str, str]:
+        raise InvalidRequestError(self.site, "metal machines have fixed public addresses")
+
+    def release_public_ip(self, ref: str) -> None:
+        return None
+
+    def delete_node(self, server_id: str) -> None:
+        if server_id not in self.machines:
+            return
+        system = self._system(server_id)
+        with self._mapped():
+            system.refresh()
+            if system.power_state != sushy.PowerState.OFF:
+                system.reset_system(sushy.ResetType.FORCE_OFF)
+        self.store.unclaim(self.site, server_id)

@@ -1,0 +1,72 @@
+"""Choosing flavor, image and network from a request's traits, with reasons."""
+
+from __future__ import annotations
+
+from interlock.errors import ExitCode, InterlockError
+from interlock.model import Choice, Flavor, Image, Metadata, Network, Traits
+from interlock.providers.normalize import version_key, version_matches
+
+
+class NoMatch(InterlockError):
+    """Nothing on the site fits the request (a bad request, not a failure)."""
+
+
+def pick_flavor(site: str, flavors: tuple[Flavor, ...], traits: Traits) -> Flavor:
+    fits = [
+        f
+        for f in flavors
+        if f.vcpus >= traits.cpus and f.ram_mib >= traits.memory_gib * 1024 and f.arch == traits.arch
+    ]
+    if not fits:
+        raise NoMatch(
+            f"{site}: no flavor with ≥{traits.cpus} vCPU and ≥{traits.memory_gib:g} GiB ({traits.arch})",
+            ExitCode.BAD_INPUT,
+        )
+    # The smallest that fits: fewest vCPUs, then least memory, then least disk, then name.
+    return min(fits, key=lambda f: (f.vcpus, f.ram_mib, f.gpus, f.disk_gib, f.name))
+
+
+def pick_image(site: str, images: tuple[Image, ...], traits: Traits) -> Image:
+    fits = [
+        i
+        for i in images
+        if i.distro == traits.distro
+        and version_matches(traits.version, i.version)
+        and i.arch == traits.arch
+    ]
+    if not fits:
+        raise NoMatch(f"{site}: no image of {traits.os} ({traits.arch})", ExitCode.BAD_INPUT)
+    return max(fits, key=lambda i: (version_key(i.version), i.created, i.name))
+
+
+def pick_network(networks: tuple[Network, ...], declared: str | None) -> tuple[Network | None, bool, str]:
+    """The network to boot on, whether a floating IP is needed, and why."""
+    if declared is not None:
+        for n in networks:
+            if declared in (n.id, n.name):
+                return n, False, f"network {n.name}: declared public in the site's profile"
+    for n in networks:
+        if n.role == "public":
+            return n, False, f"network {n.name} gives a public address ({n.evidence})"
+    for n in networks:
+        if n.role in ("private", "external-usable"):
+            return n, True, f"network {n.name} needs a floating IP ({n.evidence})"
+    return None, True, "no network listed: the site's default, with a floating IP"
+
+
+def choose(site: str, meta: Metadata, traits: Traits, declared_network: str | None = None) -> Choice:
+    flavor = pick_flavor(site, meta.flavors, traits)
+    image = pick_image(site, meta.images, traits)
+    network, floating, why = pick_network(meta.networks, declared_network)
+    return Choice(
+        flavor=flavor,
+        image=image,
+        network=network,
+        needs_floating_ip=floating,
+        reasons=(
+            f"flavor {flavor.name}: the smallest with ≥{traits.cpus} vCPU, "
+            f"≥{traits.memory_gib:g} GiB ({flavor.vcpus} vCPU, {flavor.ram_mib} MiB)",
+            f"image {image.name}: the newest {image.distro} {image.version}",
+            why,
+        ),
+    )

@@ -1,0 +1,175 @@
+"""interlock's state: nodes, learned site facts and metal claims (SQLite).
+
+Nothing secret is stored: node records hold addresses, ids and login names; a
+node's private key lives only as a 0600 file until step 8 deletes it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS nodes (
+    name TEXT PRIMARY KEY,
+    deployment TEXT NOT NULL,
+    data TEXT NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS facts (
+    site TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    evidence TEXT NOT NULL,
+    learned REAL NOT NULL,
+    PRIMARY KEY (site, key)
+);
+CREATE TABLE IF NOT EXISTS claims (
+    site TEXT NOT NULL,
+    machine TEXT NOT NULL,
+    node TEXT NOT NULL,
+    PRIMARY KEY (site, machine)
+);
+"""
+
+
+class NodeRecord(BaseModel):
+    name: str
+    deployment: str
+    status: str = "pending"  # pending | allocating | ready | failed | deleting
+    step: str = ""
+    workflow_id: str | None = None
+    traits: dict[str, object] = {}
+    site: str = ""
+    server_id: str | None = None
+    public_ip: str | None = None
+    public_ip_ref: str | None = None
+    private_ip: str | None = None
+    key_ref: str | None = None
+    login_user: str | None = None
+    host_key: str | None = None
+    image: str | None = None
+    flavor: str | None = None
+    fixups: list[str] = []
+    attempts: list[dict[str, str]] = []
+    error: str | None = None
+
+
+class Fact(BaseModel):
+    site: str
+    key: str
+    value: str
+    evidence: str
+    learned: float
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(SCHEMA)
+        self._lock = threading.Lock()
+
+    def _q(self, sql: str, *args: Any) -> list[Any]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    # -- nodes
+    def put(self, node: NodeRecord) -> None:
+        self._q(
+            "INSERT INTO nodes (name, deployment, data, updated) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET data = excluded.data, updated = excluded.updated",
+            node.name,
+            node.deployment,
+            node.model_dump_json(),
+            time.time(),
+        )
+
+    def get(self, name: str) -> NodeRecord | None:
+        rows = self._q("SELECT data FROM nodes WHERE name = ?", name)
+        return NodeRecord.model_validate_json(rows[0][0]) if rows else None
+
+    def update(self, name: str, **changes: Any) -> NodeRecord:
+        with self._lock:
+            row = self._db.execute("SELECT data FROM nodes WHERE name = ?", (name,)).fetchone()
+            node = NodeRecord.model_validate_json(row[0]).model_copy(update=changes)
+            self._db.execute(
+                "UPDATE nodes SET data = ?, updated = ? WHERE name = ?",
+                (node.model_dump_json(), time.time(), name),
+            )
+        return node
+
+    def nodes(self, deployment: str | None = None) -> list[NodeRecord]:
+        if deployment is None:
+            rows = self._q("SELECT data FROM nodes ORDER BY name")
+        else:
+            rows = self._q("SELECT data FROM nodes WHERE deployment = ? ORDER BY name", deployment)
+        return [NodeRecord.model_validate_json(r[0]) for r in rows]
+
+    def forget(self, name: str) -> None:
+        self._q("DELETE FROM nodes WHERE name = ?", name)
+
+    # -- learned facts
+    def learn(self, site: str, key: str, value: str, evidence: str) -> None:
+        self._q(
+            "INSERT INTO facts VALUES (?, ?, ?, ?, ?) ON CONFLICT(site, key) DO UPDATE SET "
+            "value = excluded.value, evidence = excluded.evidence, learned = excluded.learned",
+            site,
+            key,
+            value,
+            evidence,
+            time.time(),
+        )
+
+    def fact(self, site: str, key: str) -> Fact | None:
+        rows = self._q("SELECT site, key, value, evidence, learned FROM facts WHERE site = ? "
+                       "AND key = ?", site, key)
+        if not rows:
+            return None
+        r = rows[0]
+        return Fact(site=r[0], key=r[1], value=r[2], evidence=r[3], learned=r[4])
+
+    def facts(self, site: str | None = None) -> list[Fact]:
+        rows = self._q("SELECT site, key, value, evidence, learned FROM facts ORDER BY site, key")
+        return [
+            Fact(site=r[0], key=r[1], value=r[2], evidence=r[3], learned=r[4])
+            for r in rows
+            if site is None or r[0] == site
+        ]
+
+    # -- metal claims: atomic, so two allocations never get one machine
+    def claim(self, site: str, machines: list[str], node: str) -> str | None:
+        with self._lock:
+            for machine in machines:
+                try:
+                    self._db.execute("INSERT INTO claims VALUES (?, ?, ?)", (site, machine, node))
+                    return machine
+                except sqlite3.IntegrityError:
+                    mine = self._db.execute(
+                        "SELECT node FROM claims WHERE site = ? AND machine = ?", (site, machine)
+                    ).fetchone()
+                    if mine and mine[0] == node:
+                        return machine  # already ours (a resumed step)
+        return None
+
+    def claimed_by(self, site: str, node: str) -> str | None:
+        rows = self._q("SELECT machine FROM claims WHERE site = ? AND node = ?", site, node)
+        return str(rows[0][0]) if rows else None
+
+    def unclaim(self, site: str, machine: str) -> None:
+        self._q("DELETE FROM claims WHERE site = ? AND machine = ?", site, machine)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, sort_keys=True)
