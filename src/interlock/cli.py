@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from interlock import __version__
+from interlock.commands import register
 from interlock.errors import ExitCode, InterlockError
 
 app = typer.Typer(
@@ -27,6 +28,9 @@ except ImportError:  # the lab is an extra: pip install 'interlock[lab]'
     pass
 
 
+register(app)
+
+
 @app.command()
 def version() -> None:
     """Print interlock's version."""
@@ -35,7 +39,8 @@ def version() -> None:
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
     except InterlockError as e:
         err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(e.code)

@@ -79,7 +79,9 @@ async def up(
 
 async def resume(e: Engine, progress: Progress) -> list[NodeRecord]:
     """Wait for allocations a killed `interlock up` left (DBOS resumed them at launch)."""
-    pending = [n for n in e.store.nodes() if n.status in ("pending", "allocating") and n.workflow_id]
+    pending = [
+        n for n in e.store.nodes() if n.status in ("pending", "allocating") and n.workflow_id
+    ]
     waits = []
     for n in pending:
         assert n.workflow_id is not None

@@ -33,6 +33,8 @@ class Image(Frozen):
     # Login names the metadata suggests (e.g. os_admin_user), most likely first.
     login_hints: tuple[str, ...] = ()
     created: str = ""
+    # Where the image only comes with certain hardware (installed machines): their flavor ids.
+    only_flavors: tuple[str, ...] = ()
 
 
 class Network(Frozen):

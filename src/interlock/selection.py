@@ -11,11 +11,14 @@ class NoMatch(InterlockError):
     """Nothing on the site fits the request (a bad request, not a failure)."""
 
 
-def pick_flavor(site: str, flavors: tuple[Flavor, ...], traits: Traits) -> Flavor:
+def pick_flavor(site: str, flavors: tuple[Flavor, ...], traits: Traits, image: Image) -> Flavor:
     fits = [
         f
         for f in flavors
-        if f.vcpus >= traits.cpus and f.ram_mib >= traits.memory_gib * 1024 and f.arch == traits.arch
+        if not image.only_flavors or f.id in image.only_flavors
+        if f.vcpus >= traits.cpus
+        and f.ram_mib >= traits.memory_gib * 1024
+        and f.arch == traits.arch
     ]
     if not fits:
         raise NoMatch(
@@ -39,7 +42,9 @@ def pick_image(site: str, images: tuple[Image, ...], traits: Traits) -> Image:
     return max(fits, key=lambda i: (version_key(i.version), i.created, i.name))
 
 
-def pick_network(networks: tuple[Network, ...], declared: str | None) -> tuple[Network | None, bool, str]:
+def pick_network(
+    networks: tuple[Network, ...], declared: str | None
+) -> tuple[Network | None, bool, str]:
     """The network to boot on, whether a floating IP is needed, and why."""
     if declared is not None:
         for n in networks:
@@ -54,9 +59,11 @@ def pick_network(networks: tuple[Network, ...], declared: str | None) -> tuple[N
     return None, True, "no network listed: the site's default, with a floating IP"
 
 
-def choose(site: str, meta: Metadata, traits: Traits, declared_network: str | None = None) -> Choice:
-    flavor = pick_flavor(site, meta.flavors, traits)
+def choose(
+    site: str, meta: Metadata, traits: Traits, declared_network: str | None = None
+) -> Choice:
     image = pick_image(site, meta.images, traits)
+    flavor = pick_flavor(site, meta.flavors, traits, image)
     network, floating, why = pick_network(meta.networks, declared_network)
     return Choice(
         flavor=flavor,

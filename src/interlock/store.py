@@ -129,8 +129,11 @@ class Store:
         )
 
     def fact(self, site: str, key: str) -> Fact | None:
-        rows = self._q("SELECT site, key, value, evidence, learned FROM facts WHERE site = ? "
-                       "AND key = ?", site, key)
+        rows = self._q(
+            "SELECT site, key, value, evidence, learned FROM facts WHERE site = ? AND key = ?",
+            site,
+            key,
+        )
         if not rows:
             return None
         r = rows[0]

@@ -96,7 +96,6 @@ async def discover_login(
     tried: list[str] = []
     fixups: list[str] = []
     queue = list(dict.fromkeys(u for u, _ in candidates))
-    source = dict((u, s) for u, s in reversed(candidates))
     rounds = 0
     while True:
         rounds += 1
@@ -109,12 +108,11 @@ async def discover_login(
                 outcome = await _try(host, user, key)
             tried.append(f"{user}:{outcome}")
             if outcome == "ok":
-                if source.get(user) not in ("declared", "learned") or rounds > 1:
-                    fixups.append(f"login user {user} found by probing ({source.get(user, 'redirect')})")
+                if len(tried) > 1:  # the first guess was wrong, or the key came late
+                    fixups.append(f"login user {user} found by probing ({len(tried)} tries)")
                 return Login(user, tuple(fixups), tuple(tried))
             if outcome.startswith("redirect:"):
                 named = outcome.split(":", 1)[1]
-                source[named] = "cloud-init redirect"
                 if named not in queue[: queue.index(user) + 1]:
                     queue.insert(queue.index(user) + 1, named)
                 fixups.append(f'root redirected to "{named}" by cloud-init')
@@ -185,9 +183,7 @@ async def verify_root(host: str, platform_key: Path, deadline: float) -> str:
             if time.monotonic() > deadline:
                 raise AccessError(f"root login with the platform key failed: {e}") from None
             await asyncio.sleep(0.2)
-    settings = dict(
-        line.split(" ", 1) for line in config.lower().splitlines() if " " in line
-    )
+    settings = dict(line.split(" ", 1) for line in config.lower().splitlines() if " " in line)
     if settings.get("passwordauthentication") != "no":
         raise AccessError("sshd still allows password authentication")
     if settings.get("permitrootlogin") not in ("prohibit-password", "without-password"):

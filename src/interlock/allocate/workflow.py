@@ -150,7 +150,9 @@ async def select(site: str, node: str, traits: dict[str, Any]) -> dict[str, Any]
 
 
 @DBOS.step()
-async def request(site: str, node: str, deployment: str, choice: dict[str, Any], key_ref: str | None) -> str:
+async def request(
+    site: str, node: str, deployment: str, choice: dict[str, Any], key_ref: str | None
+) -> str:
     """Step 4: request the node, with ownership tags; safe to repeat."""
     e = engine()
     e.progress(node, "request")
@@ -160,9 +162,15 @@ async def request(site: str, node: str, deployment: str, choice: dict[str, Any],
     if existing is not None:
         server = existing
     else:
-        tags = {"interlock:owner": OWNER, "interlock:deployment": deployment, "interlock:node": node}
+        tags = {
+            "interlock:owner": OWNER,
+            "interlock:deployment": deployment,
+            "interlock:node": node,
+        }
         server = await e.call(
-            site, provider.create_node, NodeRequest(node, c.image, c.flavor, c.network, key_ref, tags)
+            site,
+            provider.create_node,
+            NodeRequest(node, c.image, c.flavor, c.network, key_ref, tags),
         )
     e.progress(node, "request", server_id=server, image=c.image.id, flavor=c.flavor.id)
     return server
@@ -185,7 +193,9 @@ async def public_address(site: str, node: str, server: str, floating: bool) -> d
         elif info.state == "running" and (floating or not info.public_ip):
             ip, ref = await e.call(site, provider.attach_public_ip, server)
             fixups.append("floating IP allocated")
-            e.store.learn(site, "floating_ip", "yes", f"{server} had no public address when running")
+            e.store.learn(
+                site, "floating_ip", "yes", f"{server} had no public address when running"
+            )
         elif info.state == "gone" or time.monotonic() > deadline:
             raise access.AccessError(f"{server} never reached running (state {info.state})")
         else:
@@ -196,7 +206,9 @@ async def public_address(site: str, node: str, server: str, floating: bool) -> d
 
 
 @DBOS.step()
-async def login(site: str, node: str, ip: str, image: dict[str, Any], key_ref: str | None, public: str) -> dict[str, Any]:
+async def login(
+    site: str, node: str, ip: str, image: dict[str, Any], key_ref: str | None, public: str
+) -> dict[str, Any]:
     """Step 6: log in with the node key, discovering the account."""
     e = engine()
     e.progress(node, "login")
@@ -213,7 +225,9 @@ async def login(site: str, node: str, ip: str, image: dict[str, Any], key_ref: s
     key = asyncssh.read_private_key(e.key_path(node))
     candidates = login_candidates(site, e.sites.sites[site].profile, e.store, img)
     found = await access.discover_login(ip, key, candidates, deadline)
-    e.store.learn(site, f"login_user:{img.id}", found.user, f"logged in on {node}: {', '.join(found.tried)}")
+    e.store.learn(
+        site, f"login_user:{img.id}", found.user, f"logged in on {node}: {', '.join(found.tried)}"
+    )
     e.progress(node, "login", login_user=found.user)
     return {"user": found.user, "fixups": fixups + list(found.fixups)}
 
@@ -258,8 +272,15 @@ async def rollback(site: str, node: str) -> None:
     ref = f"interlock-{node}"
     if await e.call(site, provider.key_exists, ref):
         await e.call(site, provider.delete_key, ref)
-    e.progress(node, "rolled back", server_id=None, public_ip=None, public_ip_ref=None,
-               key_ref=None, login_user=None)
+    e.progress(
+        node,
+        "rolled back",
+        server_id=None,
+        public_ip=None,
+        public_ip_ref=None,
+        key_ref=None,
+        login_user=None,
+    )
 
 
 @DBOS.step()
@@ -319,4 +340,3 @@ async def _on_site(site: str, node: str, deployment: str, traits: dict[str, Any]
 def _one_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return (text[0] if text else type(err).__name__)[:300]
-

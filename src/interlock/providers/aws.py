@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,7 +35,13 @@ QUOTA = {
     "VcpuLimitExceeded",
     "InsufficientAddressCapacity",
 }
-TRANSIENT = {"RequestLimitExceeded", "Throttling", "ServiceUnavailable", "InternalError", "Unavailable"}
+TRANSIENT = {
+    "RequestLimitExceeded",
+    "Throttling",
+    "ServiceUnavailable",
+    "InternalError",
+    "Unavailable",
+}
 STATES = {"pending": "pending", "running": "running", "stopping": "stopped", "stopped": "stopped"}
 
 
@@ -96,7 +102,9 @@ class AwsProvider:
                 name=t["InstanceType"],
                 vcpus=t["VCpuInfo"]["DefaultVCpus"],
                 ram_mib=t["MemoryInfo"]["SizeInMiB"],
-                arch="arm64" if "arm64" in t["ProcessorInfo"]["SupportedArchitectures"] else "x86_64",
+                arch="arm64"
+                if "arm64" in t["ProcessorInfo"]["SupportedArchitectures"]
+                else "x86_64",
                 gpus=sum(g.get("Count", 0) for g in t.get("GpuInfo", {}).get("Gpus", [])),
             )
             for t in types
@@ -213,7 +221,5 @@ class AwsProvider:
         self._call(self.ec2.release_address, AllocationId=ref)
 
     def delete_node(self, server_id: str) -> None:
-        try:
+        with suppress(NotFoundError):
             self._call(self.ec2.terminate_instances, InstanceIds=[server_id])
-        except NotFoundError:
-            pass

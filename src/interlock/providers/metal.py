@@ -89,7 +89,22 @@ class MetalProvider:
 
     def metadata(self) -> Metadata:
         flavors = {flavor_of(m).id: flavor_of(m) for m in self.machines.values()}
-        images = {image_of(m).id: image_of(m) for m in self.machines.values()}
+        images = {
+            image_of(m).id: image_of(m).model_copy(
+                update={
+                    "only_flavors": tuple(
+                        sorted(
+                            {
+                                flavor_of(o).id
+                                for o in self.machines.values()
+                                if image_of(o).id == image_of(m).id
+                            }
+                        )
+                    )
+                }
+            )
+            for m in self.machines.values()
+        }
         net = Network(
             id="public",
             name="public",
@@ -117,7 +132,9 @@ class MetalProvider:
         ]
         machine = self.store.claim(self.site, fitting, request.name)
         if machine is None:
-            raise QuotaError(self.site, f"no free machine of {request.flavor.id} with {request.image.id}")
+            raise QuotaError(
+                self.site, f"no free machine of {request.flavor.id} with {request.image.id}"
+            )
         try:
             system = self._system(machine)
             with self._mapped():

@@ -33,7 +33,16 @@ DEFAULT_USERS: dict[str, tuple[str, ...]] = {
     "almalinux": ("almalinux", "cloud-user"),
 }
 # Tried last, in this order, when nothing else is known.
-CANDIDATE_USERS = ("ubuntu", "admin", "debian", "ec2-user", "centos", "cloud-user", "fedora", "root")
+CANDIDATE_USERS = (
+    "ubuntu",
+    "admin",
+    "debian",
+    "ec2-user",
+    "centos",
+    "cloud-user",
+    "fedora",
+    "root",
+)
 
 
 def distro_version(*texts: str) -> tuple[str, str] | None:

@@ -109,12 +109,12 @@ class AwsSite:
 
     def client_config(self) -> dict[str, Any]:
         # Credentials go through botocore's own loader: a profile in files of ours.
+        self.ctx.dir.mkdir(parents=True, exist_ok=True)
         config, creds = self.ctx.dir / "aws-config", self.ctx.dir / "aws-credentials"
         profile = f"lab-{self.spec.name}"
         config.write_text(f"[profile {profile}]\nregion = {self.spec.region}\n")
         creds.write_text(
-            f"[{profile}]\naws_access_key_id = {ACCESS_KEY}\n"
-            f"aws_secret_access_key = {ACCESS_KEY}\n"
+            f"[{profile}]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {ACCESS_KEY}\n"
         )
         creds.chmod(0o600)
         return {
