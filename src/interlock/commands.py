@@ -91,7 +91,7 @@ def register(app: typer.Typer) -> None:
     def sites(sites_file: SitesOpt = None, as_json: JsonOpt = False) -> None:
         """List the configured sites."""
         e = deploy.open_engine(sites_file)
-        rows = [
+        rows: list[dict[str, Any]] = [
             {
                 "site": name,
                 "provider": cfg.provider,
@@ -227,7 +227,9 @@ def register(app: typer.Typer) -> None:
                 "ansible_host": n.public_ip,
                 "ansible_user": "root",
                 "ansible_ssh_private_key_file": str(e.platform[0]),
-                "ansible_ssh_common_args": f"-o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes",
+                "ansible_ssh_common_args": (
+                    f"-o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes"
+                ),
                 "interlock_site": n.site,
                 "interlock_deployment": n.deployment,
             }

@@ -22,7 +22,8 @@ def pick_flavor(site: str, flavors: tuple[Flavor, ...], traits: Traits, image: I
     ]
     if not fits:
         raise NoMatch(
-            f"{site}: no flavor with ≥{traits.cpus} vCPU and ≥{traits.memory_gib:g} GiB ({traits.arch})",
+            f"{site}: no flavor with ≥{traits.cpus} vCPU and ≥{traits.memory_gib:g} GiB "
+            f"({traits.arch}) for {image.name}",
             ExitCode.BAD_INPUT,
         )
     # The smallest that fits: fewest vCPUs, then least memory, then least disk, then name.

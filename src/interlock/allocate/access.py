@@ -117,9 +117,8 @@ async def discover_login(
                     queue.insert(queue.index(user) + 1, named)
                 fixups.append(f'root redirected to "{named}" by cloud-init')
         if time.monotonic() > deadline:
-            raise AccessError(
-                f"{host}: no account accepted the node key (tried {', '.join(dict.fromkeys(tried))})"
-            )
+            attempts = ", ".join(dict.fromkeys(tried))
+            raise AccessError(f"{host}: no account accepted the node key (tried {attempts})")
         # Every name was refused: the key may not be installed yet (slow metadata).
         await asyncio.sleep(min(0.25 * rounds, 2.0))
 
@@ -144,11 +143,11 @@ printf '%s\\n' {keys} > /root/.ssh/authorized_keys.interlock
 mv /root/.ssh/authorized_keys.interlock /root/.ssh/authorized_keys
 chmod 700 /root/.ssh; chmod 600 /root/.ssh/authorized_keys
 mkdir -p /etc/ssh/sshd_config.d
-printf 'PasswordAuthentication no\\nKbdInteractiveAuthentication no\\nPermitRootLogin prohibit-password\\n' \\
-  > /etc/ssh/sshd_config.d/00-interlock.conf
+{{ echo 'PasswordAuthentication no'; echo 'KbdInteractiveAuthentication no'
+  echo 'PermitRootLogin prohibit-password'; }} > /etc/ssh/sshd_config.d/00-interlock.conf
 chmod 644 /etc/ssh/sshd_config.d/00-interlock.conf
 for k in PasswordAuthentication KbdInteractiveAuthentication PermitRootLogin; do
-  sed -i -E "s/^[#[:space:]]*$k[[:space:]].*/# & (interlock: see sshd_config.d)/" /etc/ssh/sshd_config
+  sed -i -E "s/^[#[:space:]]*$k[[:space:]].*/# & (see sshd_config.d)/" /etc/ssh/sshd_config
 done
 grep -q '^Include /etc/ssh/sshd_config.d/\\*.conf' /etc/ssh/sshd_config || \\
   sed -i '1i Include /etc/ssh/sshd_config.d/*.conf' /etc/ssh/sshd_config
