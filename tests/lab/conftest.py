@@ -80,7 +80,14 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     root = Path("/var/tmp") / f"interlock-test-lab-{os.getpid()}"
     client = LabClient(root)
     specs = resolve_sites(
-        [], [site_copy("aws", files), site_copy("metal", files), HERE / "quirks.yaml"]
+        [],
+        [
+            site_copy("aws", files),
+            site_copy("metal", files),
+            HERE / "quirks.yaml",
+            HERE / "faulty.yaml",
+            HERE / "noeip.yaml",
+        ],
     )
     client.up(specs)
     try:

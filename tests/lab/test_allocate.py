@@ -1,0 +1,178 @@
+"""`interlock up/ssh/down` against the lab: the eight steps, end to end, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+import pytest
+
+from interlock_lab import labdir
+from tests.lab.conftest import Lab, wait_for
+
+
+class Cli:
+    """The interlock command with its own home and the test lab's sites file."""
+
+    def __init__(self, home: Path, sites: Path) -> None:
+        self.home = home
+        self.env = {**os.environ, "INTERLOCK_HOME": str(home), "INTERLOCK_SITES": str(sites)}
+
+    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "interlock", *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=300,
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"interlock {' '.join(args)}: {done.returncode}\n{done.stderr}")
+        return done
+
+    def json(self, *args: str, check: bool = True) -> Any:
+        return json.loads(self(*args, "--json", check=check).stdout)
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "interlock", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.env,
+        )
+
+
+@pytest.fixture
+def cli(lab: Lab, tmp_path: Path) -> Iterator[Cli]:
+    c = Cli(tmp_path / "home", Path(lab.state["dir"]) / labdir.SITES)
+    yield c
+    c("down", "--all", check=False)
+
+
+def outstanding(lab: Lab, site: str) -> list[dict[str, Any]]:
+    return lab.client.ledger(site, outstanding=True)
+
+
+def password_refused(ip: str) -> bool:
+    async def attempt() -> bool:
+        try:
+            async with asyncssh.connect(
+                ip, username="root", password="not-a-password", known_hosts=None,
+                client_keys=None, agent_path=None, preferred_auth="password",
+            ):  # fmt: skip
+                return False
+        except asyncssh.PermissionDenied:
+            return True
+
+    import asyncio
+
+    return asyncio.run(attempt())
+
+
+@pytest.mark.parametrize(("site", "os_"), [("aws", "ubuntu-24.04"), ("metal", "debian-12")])
+def test_up_secures_root_and_down_releases_everything(
+    lab: Lab, cli: Cli, site: str, os_: str
+) -> None:
+    before = len(outstanding(lab, site))
+    nodes = cli.json("up", "t", "--count", "2", "--site", site, "--cpus", "2", "--memory", "4",
+                     "--os", os_)  # fmt: skip
+    assert [n["status"] for n in nodes] == ["ready", "ready"], nodes
+    platform = (cli.home / "platform_ed25519").read_text()
+    platform_pub = asyncssh.import_private_key(platform).export_public_key().decode().split()[1]
+    for n in nodes:
+        probe = "id -u; cat /root/.ssh/authorized_keys; cat /home/*/.ssh/authorized_keys; true"
+        shown = cli("ssh", n["name"], "--", probe).stdout.split("\n")
+        assert shown[0] == "0"
+        keys = [line for line in shown[1:] if line.strip()]
+        assert keys and all(platform_pub in k for k in keys), keys  # only the platform key left
+        assert password_refused(n["public_ip"])
+    assert not list((cli.home / "keys").iterdir())  # node private keys deleted
+    assert not [e for e in outstanding(lab, site) if e["kind"] == "keypair"]
+    cli("down", "t")
+    assert len(outstanding(lab, site)) == before
+    assert cli.json("ls") == []
+
+
+def test_login_discovery_follows_clouds_quirks(lab: Lab, cli: Cli) -> None:
+    # rhel-9 logs in as cloud-user (no hint says so); ubuntu-22.04 as dhc-user, which only
+    # cloud-init's root redirect names, and whose key lands seconds after sshd answers.
+    nodes = cli.json("up", "q", "--count", "1", "--site", "quirks", "--os", "rhel-9")
+    assert (nodes[0]["status"], nodes[0]["login_user"]) == ("ready", "cloud-user")
+    assert any("found by probing" in f for f in nodes[0]["fixups"])
+    late = cli.json("up", "late", "--site", "quirks", "--os", "ubuntu-22.04")
+    assert (late[0]["status"], late[0]["login_user"]) == ("ready", "dhc-user"), late
+    assert any('root redirected to "dhc-user"' in f for f in late[0]["fixups"])
+
+
+def test_a_second_allocation_uses_what_the_first_learned(lab: Lab, cli: Cli) -> None:
+    first = cli.json("up", "one", "--site", "quirks", "--os", "rhel-9")
+    second = cli.json("up", "two", "--site", "quirks", "--os", "rhel-9")
+    assert first[0]["fixups"] and not second[0]["fixups"]
+    assert second[0]["login_user"] == "cloud-user"
+
+
+def test_quota_error_fails_over_to_the_next_site(lab: Lab, cli: Cli) -> None:
+    nodes = cli.json("up", "fo", "--site", "full,aws")
+    assert nodes[0]["status"] == "ready" and nodes[0]["site"] == "aws"
+    assert [a["site"] for a in nodes[0]["attempts"]] == ["full", "aws"]
+    assert "InsufficientInstanceCapacity" in nodes[0]["attempts"][0]["why"]
+    assert not outstanding(lab, "full")
+
+
+def test_failed_attempt_rolls_back_what_it_created(lab: Lab, cli: Cli) -> None:
+    done = cli("up", "rb", "--site", "noeip", "--json", check=False)
+    assert done.returncode == 1
+    (node,) = json.loads(done.stdout)
+    assert node["status"] == "failed" and "InvalidParameterValue" in node["error"]
+    assert "\n" not in node["error"]
+    assert not outstanding(lab, "noeip")  # server and key pair both released
+    assert not list((cli.home / "keys").iterdir())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--site", "nowhere"], "unknown site 'nowhere'"),
+        (["--site", "metal", "--cpus", "64"], "no flavor with ≥64 vCPU"),
+        (["--site", "aws", "--os", "windows-11"], "no image of windows-11"),
+        (["--site", "aws", "--os", "Ubuntu 24.04"], "--os"),
+    ],
+)
+def test_bad_requests_fail_clearly_and_create_nothing(
+    lab: Lab, cli: Cli, args: list[str], message: str
+) -> None:
+    before = lab.client.ledger()
+    done = cli("up", "bad", *args, check=False)
+    assert done.returncode == 2
+    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert lab.client.ledger() == before
+    assert cli.json("ls") == []
+
+
+def test_killed_allocation_resumes_where_it_stopped(lab: Lab, cli: Cli) -> None:
+    proc = cli.popen("up", "k", "--site", "aws", "--json")
+
+    def reached_login() -> bool:
+        nodes = cli.json("ls")
+        return bool(nodes) and nodes[0]["step"] in ("login", "root access", "remove node key")
+
+    try:
+        wait_for("the allocation to reach login", reached_login, timeout=60)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert cli.json("ls")[0]["status"] == "allocating"
+    nodes = cli.json("resume")
+    assert nodes[0]["status"] == "ready", nodes
+    servers = [e for e in lab.client.ledger("aws") if e["kind"] == "server"
+               and e["rid"] == nodes[0]["server_id"]]  # fmt: skip
+    assert len(servers) == 1
+    assert len([e for e in outstanding(lab, "aws") if e["kind"] == "server"]) >= 1
