@@ -35,8 +35,19 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
 fi
 
 if [ "${1:-}" != "--no-demo" ]; then
-  .venv/bin/interlock lab up
+  il=.venv/bin/interlock
+  $il lab up
+  # The main job: one secured node on every lab site, with what each site needed fixed.
+  for site in $($il sites --json | .venv/bin/python -c 'import json,sys; print(*(s["site"] for s in json.load(sys.stdin)))'); do
+    $il down "demo-$site" >/dev/null 2>&1 || true
+    echo
+    echo "== interlock up demo-$site --site $site"
+    $il up "demo-$site" --site "$site" || true
+  done
   echo
-  echo "The lab is up. Try: .venv/bin/interlock lab status --json"
-  echo "Stop it with:      .venv/bin/interlock lab down"
+  $il ls
+  echo
+  echo "Log in:       .venv/bin/interlock ssh demo-aws"
+  echo "Release:      .venv/bin/interlock down --all"
+  echo "Stop the lab: .venv/bin/interlock lab down"
 fi

@@ -48,7 +48,7 @@ def key_body(public: str) -> str:
 def platform_keys(configured: list[Path], home: Path) -> list[Path]:
     """The platform's private keys; without any configured, interlock's own (created once)."""
     if configured:
-        return configured
+        return [p.expanduser() for p in configured]
     own = home / "platform_ed25519"
     if not own.exists():
         new_key(own, "interlock-platform")
