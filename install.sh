@@ -47,7 +47,7 @@ if [ "${1:-}" != "--no-demo" ]; then
   echo
   $il ls
   echo
-  echo "Log in:       .venv/bin/interlock ssh demo-aws"
+  echo "Log in:       .venv/bin/interlock ssh demo-aws-1"
   echo "Release:      .venv/bin/interlock down --all"
   echo "Stop the lab: .venv/bin/interlock lab down"
 fi

@@ -41,7 +41,7 @@ async def plan(e: Engine, names: list[str], traits: Traits) -> dict[str, Choice]
     check_sites(e, names)
     out: dict[str, Choice] = {}
     for name in names:
-        meta = await e.call(name, e.site(name).provider.metadata)
+        meta = await e.metadata(name)
         out[name] = choose(name, meta, traits, e.sites.sites[name].profile.public_network)
     return out
 

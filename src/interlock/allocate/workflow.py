@@ -23,7 +23,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from interlock.allocate import access, keys
 from interlock.config import SitesFile
-from interlock.model import Choice, Traits
+from interlock.model import Choice, Metadata, Traits
 from interlock.profiles import login_candidates, needs_floating_ip
 from interlock.providers import make_provider
 from interlock.providers.base import NodeRequest, Provider, QuotaError, TransientError
@@ -52,6 +52,7 @@ class Engine:
         self.platform = keys.platform_keys(sites.platform_keys, home)
         self.platform_public = [keys.public_of(p) for p in self.platform]
         self._sites: dict[str, SiteRuntime] = {}
+        self._metadata: dict[str, asyncio.Task[Metadata]] = {}
 
     def site(self, name: str) -> SiteRuntime:
         if name not in self._sites:
@@ -76,6 +77,14 @@ class Engine:
                 async with rt.rate:
                     return await asyncio.to_thread(fn, *args)
         raise AssertionError("unreachable")
+
+    async def metadata(self, site: str) -> Metadata:
+        """The site's normalized metadata, fetched once per process and shared."""
+        task = self._metadata.get(site)
+        if task is None or (task.done() and task.exception() is not None):
+            task = asyncio.ensure_future(self.call(site, self.site(site).provider.metadata))
+            self._metadata[site] = task
+        return await asyncio.shield(task)
 
     def key_path(self, node: str) -> Path:
         return self.home / "keys" / node
@@ -143,7 +152,7 @@ async def select(site: str, node: str, traits: dict[str, Any]) -> dict[str, Any]
     """Steps 2-3: the site's metadata, normalized; flavor, image, network from traits."""
     e = engine()
     e.progress(node, "select")
-    meta = await e.call(site, e.site(site).provider.metadata)
+    meta = await e.metadata(site)
     declared = e.sites.sites[site].profile.public_network
     choice = choose(site, meta, Traits(**traits), declared)
     return choice.model_dump()
