@@ -33,6 +33,7 @@ class DeclaredProfile(Strict):
     login_users: dict[str, str] = {}  # image id or distro -> login account
     floating_ip: bool | None = None  # True: a floating/elastic IP is always needed
     public_network: str | None = None  # the network that reaches the outside
+    floating_network: str | None = None  # where floating IPs come from (OpenStack)
 
 
 class SiteBase(Strict):
@@ -69,7 +70,32 @@ class MetalSite(SiteBase):
     machines: list[Machine] = Field(min_length=1)
 
 
-SiteConfig = Annotated[AwsSite | MetalSite, Field(discriminator="provider")]
+class OpenstackSite(SiteBase):
+    provider: Literal["openstack"]
+    cloud: str  # the clouds.yaml entry, read by openstacksdk's own config loader
+    clouds_file: Path | None = None  # None: openstacksdk's search path (OS_CLIENT_CONFIG_FILE…)
+
+
+class GceSite(SiteBase):
+    provider: Literal["gce"]
+    project: str
+    zone: str  # e.g. europe-west1-b; the region is derived from it
+    # A service-account key file; None: Application Default Credentials (google-auth).
+    credentials_file: Path | None = None
+    endpoint: str | None = None  # None: compute.googleapis.com
+    # Where public images are looked up (GCE keeps each vendor's images in its own project).
+    image_projects: list[str] = [
+        "ubuntu-os-cloud",
+        "debian-cloud",
+        "rocky-linux-cloud",
+        "centos-cloud",
+        "rhel-cloud",
+    ]
+
+
+SiteConfig = Annotated[
+    AwsSite | MetalSite | OpenstackSite | GceSite, Field(discriminator="provider")
+]
 
 
 class SitesFile(Strict):

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+# public: boot here, the address is reachable; private: boot here, a floating IP is needed;
+# external-usable / -unusable: floating IPs come (or cannot come) from here; never booted on.
 NetworkRole = Literal["public", "private", "external-usable", "external-unusable"]
 
 
@@ -42,6 +44,8 @@ class Network(Frozen):
     name: str
     role: NetworkRole
     evidence: str  # what decided the role, for `interlock plan`
+    # For private networks: whether a router takes them outside (a floating IP can reach them).
+    reaches_outside: bool = True
 
 
 class Metadata(Frozen):

@@ -55,8 +55,11 @@ def pick_network(
         if n.role == "public":
             return n, False, f"network {n.name} gives a public address ({n.evidence})"
     for n in networks:
-        if n.role in ("private", "external-usable"):
+        if n.role == "private" and n.reaches_outside:
             return n, True, f"network {n.name} needs a floating IP ({n.evidence})"
+    if any(n.role == "private" for n in networks):
+        closed = ", ".join(n.name for n in networks if n.role == "private")
+        return None, True, f"no network reaches the outside ({closed}): the site's default"
     return None, True, "no network listed: the site's default, with a floating IP"
 
 

@@ -46,12 +46,17 @@ def test_smallest_flavor_and_newest_image_that_fit() -> None:
 
 
 def test_network_roles_decide_floating_ip_and_declared_wins() -> None:
-    private = Network(id="p", name="private", role="external-usable", evidence="no public IP")
+    private = Network(id="p", name="private", role="private", evidence="no public IP")
     public = Network(id="q", name="outside", role="public", evidence="probe")
     assert choose("s", meta(private), Traits()).needs_floating_ip
     assert choose("s", meta(private, public), Traits()).network == public
     declared = choose("s", meta(private, public), Traits(), declared_network="private")
     assert declared.network == private and not declared.needs_floating_ip
+    # A floating-IP pool is never booted on, nor is a network no router takes outside.
+    pool = Network(id="x", name="ext", role="external-usable", evidence="router:external")
+    closed = private.model_copy(update={"id": "c", "name": "closed", "reaches_outside": False})
+    assert choose("s", meta(pool, closed, private), Traits()).network == private
+    assert choose("s", meta(pool, closed), Traits()).network is None
 
 
 def test_images_tied_to_hardware_restrict_flavors() -> None:

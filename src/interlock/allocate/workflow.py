@@ -160,7 +160,12 @@ async def select(site: str, node: str, traits: dict[str, Any]) -> dict[str, Any]
 
 @DBOS.step()
 async def request(
-    site: str, node: str, deployment: str, choice: dict[str, Any], key_ref: str | None
+    site: str,
+    node: str,
+    deployment: str,
+    choice: dict[str, Any],
+    key_ref: str | None,
+    public: str,
 ) -> str:
     """Step 4: request the node, with ownership tags; safe to repeat."""
     e = engine()
@@ -179,7 +184,7 @@ async def request(
         server = await e.call(
             site,
             provider.create_node,
-            NodeRequest(node, c.image, c.flavor, c.network, key_ref, tags),
+            NodeRequest(node, c.image, c.flavor, c.network, key_ref, tags, public),
         )
     e.progress(node, "request", server_id=server, image=c.image.id, flavor=c.flavor.id)
     return server
@@ -335,7 +340,7 @@ async def _on_site(site: str, node: str, deployment: str, traits: dict[str, Any]
     key_ref = await register_key(site, node, public)
     fixups: list[str] = []
     choice = await select(site, node, traits)
-    server = await request(site, node, deployment, choice, key_ref)
+    server = await request(site, node, deployment, choice, key_ref, public)
     floating = needs_floating_ip(site, e.sites.sites[site].profile, e.store) or False
     address = await public_address(site, node, server, floating)
     fixups += address["fixups"]

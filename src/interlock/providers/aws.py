@@ -137,7 +137,7 @@ class AwsProvider:
             Network(
                 id=s["SubnetId"],
                 name=s["SubnetId"] + (" (default)" if s.get("DefaultForAz") else ""),
-                role="public" if s.get("MapPublicIpOnLaunch") else "external-usable",
+                role="public" if s.get("MapPublicIpOnLaunch") else "private",
                 evidence=f"MapPublicIpOnLaunch={s.get('MapPublicIpOnLaunch')}",
             )
             for s in sorted(subnets, key=lambda s: (not s.get("DefaultForAz"), s["SubnetId"]))

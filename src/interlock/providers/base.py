@@ -63,6 +63,8 @@ class NodeRequest:
     network: Network | None
     key_ref: str | None  # the node key registered with the site, if it has a key API
     tags: dict[str, str] = field(default_factory=dict)
+    # The node key's public half, for sites that take keys with the request (GCE metadata).
+    public_key: str = ""
 
 
 @dataclass(frozen=True)

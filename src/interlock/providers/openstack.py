@@ -1,0 +1,342 @@
+"""OpenStack through openstacksdk (Nova, Neutron, Glance).
+
+No two OpenStack clouds agree on names, so nothing here reads them: a network's
+role comes from `router:external`, `shared` and the project's routers (which
+private network a router takes outside, and to which external network); an
+image's distro and login account from `os_distro`/`os_version`/`os_admin_user`
+where the cloud sets them, its name otherwise. Floating IPs are created bound to
+the server's port in one call, and released by id.
+
+Credentials come from clouds.yaml through openstacksdk's own loader; nothing
+here reads or keeps a password.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from keystoneauth1 import exceptions as ksa
+from openstack import connection
+from openstack import exceptions as osx
+from openstack.config import loader
+
+from interlock.config import OpenstackSite
+from interlock.model import Flavor, Image, Metadata, Network, NetworkRole
+from interlock.providers.base import (
+    AuthError,
+    InvalidRequestError,
+    NodeRequest,
+    NotFoundError,
+    ProviderError,
+    QuotaError,
+    ServerInfo,
+    TransientError,
+)
+from interlock.providers.normalize import DEFAULT_USERS, distro_version
+
+T = TypeVar("T")
+STATES = {
+    "ACTIVE": "running",
+    "BUILD": "pending",
+    "REBUILD": "pending",
+    "HARD_REBOOT": "pending",
+    "REBOOT": "pending",
+    "SHUTOFF": "stopped",
+    "STOPPED": "stopped",
+    "SUSPENDED": "stopped",
+    "PAUSED": "stopped",
+    "SHELVED": "stopped",
+    "SHELVED_OFFLOADED": "stopped",
+    "DELETED": "gone",
+    "SOFT_DELETED": "gone",
+}
+# How clouds say "no room": Nova's OverQuota (403/413), Neutron's OverQuota and an
+# exhausted floating IP subnet (409), the scheduler's "No valid host".
+QUOTA_TEXT = re.compile(
+    r"quota|no valid host|no more ip addresses|ipaddressgenerationfailure|overlimit", re.I
+)
+ARM = {"aarch64", "arm64", "armv8"}
+
+
+def classify(err: BaseException) -> type[ProviderError] | None:
+    """The taxonomy class for an SDK or keystoneauth error (None: not ours to map)."""
+    text = str(err)
+    if isinstance(err, osx.HttpException) and err.status_code is not None:
+        status = err.status_code
+        if QUOTA_TEXT.search(text) and status in (400, 403, 409, 413):
+            return QuotaError
+        if status in (401, 403):
+            return AuthError
+        if status == 404:
+            return NotFoundError
+        if status in (409, 429) or status >= 500:
+            return TransientError  # a state in transition, throttled, or down
+        return InvalidRequestError
+    if isinstance(err, ksa.Unauthorized | ksa.AuthorizationFailure | ksa.MissingAuthPlugin):
+        return AuthError
+    if isinstance(
+        err, ksa.ConnectionError | ksa.RetriableConnectionFailure | ksa.ServiceUnavailable
+    ):
+        return TransientError
+    if isinstance(err, ksa.EndpointNotFound | ksa.DiscoveryFailure | osx.ConfigException):
+        return InvalidRequestError
+    if isinstance(err, ksa.ClientException | osx.SDKException):
+        return InvalidRequestError
+    return None
+
+
+def one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text}"[:300]
+
+
+class OpenstackProvider:
+    bootstrap: tuple[Path, str] | None = None
+
+    def __init__(self, site: str, config: OpenstackSite) -> None:
+        self.site = site
+        self.config = config
+        self._conn: connection.Connection | None = None
+        self._meta: Metadata | None = None
+        self._gateways: dict[str, str] = {}  # private network id -> external network id
+
+    @contextmanager
+    def _mapped(self) -> Iterator[None]:
+        try:
+            yield
+        except ProviderError:
+            raise
+        except Exception as e:
+            cls = classify(e)
+            if cls is None:
+                raise
+            raise cls(self.site, one_line(e)) from None
+
+    def _call(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+        with self._mapped():
+            return fn(*args, **kw)
+
+    @property
+    def conn(self) -> connection.Connection:
+        if self._conn is None:
+            with self._mapped():
+                files = [str(self.config.clouds_file)] if self.config.clouds_file else None
+                cloud = loader.OpenStackConfig(config_files=files).get_one(
+                    cloud=self.config.cloud, region_name=self.config.region or None
+                )
+                self._conn = connection.Connection(config=cloud)
+        return self._conn
+
+    # -- metadata ------------------------------------------------------------
+
+    def metadata(self) -> Metadata:
+        with self._mapped():
+            flavors = tuple(self._flavor(f) for f in self.conn.compute.flavors(details=True))
+            images = tuple(
+                img
+                for i in self.conn.image.images(status="active")
+                if (img := self._image(i)) is not None
+            )
+            networks = self._networks()
+        self._meta = Metadata(flavors=flavors, images=images, networks=networks)
+        return self._meta
+
+    @staticmethod
+    def _flavor(f: Any) -> Flavor:
+        specs = f.extra_specs or {}
+        arch = str(specs.get("capabilities:cpu_info:arch", "x86_64")).lower()
+        return Flavor(
+            id=f.id,
+            name=f.name or f.id,
+            vcpus=int(f.vcpus or 0),
+            ram_mib=int(f.ram or 0),
+            disk_gib=int(f.disk or 0),
+            gpus=int(specs.get("resources:VGPU", 0)),
+            arch="arm64" if arch in ARM else "x86_64",
+        )
+
+    @staticmethod
+    def _image(i: Any) -> Image | None:
+        props = i.properties or {}
+        distro = (i.os_distro or "").lower()
+        version = str(i.os_version or "")
+        if not (distro and version):
+            found = distro_version(i.name or "", distro)
+            if found is None:
+                return None
+            distro, version = found
+        admin = i.os_admin_user or props.get("os_admin_user")
+        arch = str(i.architecture or props.get("hw_architecture") or "x86_64").lower()
+        hints = tuple(dict.fromkeys([*filter(None, [admin]), *DEFAULT_USERS.get(distro, ())]))
+        return Image(
+            id=i.id,
+            name=i.name or i.id,
+            distro=distro,
+            version=version,
+            arch="arm64" if arch in ARM else "x86_64",
+            login_hints=hints,
+            created=str(i.created_at or ""),
+        )
+
+    def _networks(self) -> tuple[Network, ...]:
+        nets = list(self.conn.network.networks())
+        names = {n.id: n.name or n.id for n in nets}
+        # Which private network each router takes outside, and where to.
+        gateways: dict[str, tuple[str, str]] = {}
+        for r in self.conn.network.routers():
+            gw = (r.external_gateway_info or {}).get("network_id")
+            if not gw:
+                continue
+            for p in self.conn.network.ports(device_id=r.id):
+                if p.network_id != gw:
+                    gateways.setdefault(p.network_id, (r.name or r.id, gw))
+        self._gateways = {net: gw for net, (_, gw) in gateways.items()}
+        used = set(self._gateways.values())
+        out = []
+        role: NetworkRole
+        for n in nets:
+            name = names[n.id]
+            if n.is_router_external and n.is_shared:
+                role, why = "public", "router:external and shared: servers boot on it, routable"
+            elif n.is_router_external and not n.subnet_ids:
+                role, why = "external-unusable", "router:external but it has no subnet"
+            elif n.is_router_external and n.id in used:
+                routers = sorted(r for r, gw in gateways.values() if gw == n.id)
+                role, why = "external-usable", f"router:external; router {routers[0]} uses it"
+            elif n.is_router_external:
+                role, why = "external-unusable", "router:external but no router of ours uses it"
+            elif n.id in gateways:
+                router, gw = gateways[n.id]
+                role, why = "private", f"router {router} takes it out to {names.get(gw, gw)}"
+            else:
+                role, why = "private", "no router takes it to an external network"
+            out.append(
+                Network(
+                    id=n.id,
+                    name=name,
+                    role=role,
+                    evidence=why,
+                    reaches_outside=role != "private" or n.id in gateways,
+                )
+            )
+        # Public first, then private networks that reach outside: selection's order.
+        rank = {"public": 0, "private": 1}
+        return tuple(sorted(out, key=lambda n: (rank.get(n.role, 2), not n.reaches_outside)))
+
+    def _public_networks(self) -> set[str]:
+        if self._meta is None:
+            self.metadata()
+        assert self._meta is not None
+        return {n.name for n in self._meta.networks if n.role == "public"}
+
+    # -- keys ----------------------------------------------------------------
+
+    def register_key(self, name: str, public_key: str) -> str:
+        self._call(self.conn.compute.create_keypair, name=name, public_key=public_key)
+        return name
+
+    def delete_key(self, ref: str) -> None:
+        self._call(self.conn.compute.delete_keypair, ref, ignore_missing=True)
+
+    def key_exists(self, ref: str) -> bool:
+        return self._call(self.conn.compute.find_keypair, ref, ignore_missing=True) is not None
+
+    # -- servers -------------------------------------------------------------
+
+    def create_node(self, request: NodeRequest) -> str:
+        networks: Any = [{"uuid": request.network.id}] if request.network else "auto"
+        kw: dict[str, Any] = {
+            "name": request.name,
+            "image_id": request.image.id,
+            "flavor_id": request.flavor.id,
+            "networks": networks,
+            "metadata": request.tags,
+        }
+        if request.key_ref:
+            kw["key_name"] = request.key_ref
+        server = self._call(self.conn.compute.create_server, **kw)
+        return str(server.id)
+
+    def describe_node(self, server_id: str) -> ServerInfo:
+        try:
+            s = self._call(self.conn.compute.get_server, server_id)
+        except NotFoundError:
+            return ServerInfo(server_id, "gone", None, None)
+        if s.status == "ERROR":
+            fault = " ".join(str((s.fault or {}).get("message", "no fault recorded")).split())
+            cls = QuotaError if QUOTA_TEXT.search(fault) else InvalidRequestError
+            raise cls(self.site, f"server {server_id} went to ERROR: {fault}")
+        public = self._public_networks()
+        floating, direct, private = None, None, None
+        for net, addrs in (s.addresses or {}).items():
+            for a in addrs:
+                if a.get("version") != 4:
+                    continue
+                if a.get("OS-EXT-IPS:type") == "floating":
+                    floating = floating or a["addr"]
+                elif net in public:
+                    direct = direct or a["addr"]
+                else:
+                    private = private or a["addr"]
+        return ServerInfo(
+            server_id,
+            STATES.get(s.status, "pending"),
+            floating or direct or s.access_ipv4 or None,
+            private or direct,
+        )
+
+    def find_node(self, name: str) -> str | None:
+        with self._mapped():
+            for s in self.conn.compute.servers(name=f"^{re.escape(name)}$"):
+                if (s.metadata or {}).get("interlock:node") == name and s.status not in (
+                    "DELETED",
+                    "SOFT_DELETED",
+                ):
+                    return str(s.id)
+        return None
+
+    def _floating_network(self, network_id: str) -> str:
+        declared = self.config.profile.floating_network
+        meta = self._meta or self.metadata()
+        if declared is not None:
+            for n in meta.networks:
+                if declared in (n.id, n.name):
+                    return n.id
+            raise InvalidRequestError(self.site, f"no network {declared!r} for floating IPs")
+        if network_id in self._gateways:
+            return self._gateways[network_id]
+        usable = [n.id for n in meta.networks if n.role == "external-usable"]
+        if not usable:
+            raise InvalidRequestError(
+                self.site, "no external network a router of ours reaches: no floating IP possible"
+            )
+        return usable[0]
+
+    def attach_public_ip(self, server_id: str) -> tuple[str, str]:
+        with self._mapped():
+            ports = list(self.conn.network.ports(device_id=server_id))
+            if not ports:
+                raise TransientError(self.site, f"server {server_id} has no port yet")
+            port = ports[0]
+            ip = self.conn.network.create_ip(
+                floating_network_id=self._floating_network(port.network_id),
+                port_id=port.id,
+                description=f"interlock: server {server_id}",
+            )
+        return str(ip.floating_ip_address), str(ip.id)
+
+    def release_public_ip(self, ref: str) -> None:
+        self._call(self.conn.network.delete_ip, ref, ignore_missing=True)
+
+    def delete_node(self, server_id: str) -> None:
+        with self._mapped():
+            server = self.conn.compute.find_server(server_id, ignore_missing=True)
+            if server is None:
+                return
+            self.conn.compute.delete_server(server, ignore_missing=True)
+            # Gone means gone: its ports (and so any floating IP binding) go with it.
+            self.conn.compute.wait_for_delete(server, interval=0.5, wait=300)
