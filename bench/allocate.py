@@ -16,18 +16,13 @@ import asyncio
 import json
 import os
 import resource
-import shutil
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-from interlock_lab import labdir
-from interlock_lab.client import LabClient, resolve_sites
-from interlock_lab.sitefile import builtin_sites
+from lablib import private_aws_lab
 
 
 def main() -> int:
@@ -36,22 +31,12 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="interlock-bench-", dir="/var/tmp"))
-    site = yaml.safe_load(builtin_sites()["aws"].read_text())
-    site["public"]["pool"] = "127.98.0.0/16"
-    (work / "aws.yaml").write_text(yaml.safe_dump(site))
-    lab = LabClient(work / "lab")
-    lab.up(resolve_sites([], [work / "aws.yaml"]))
-    os.environ["INTERLOCK_HOME"] = str(work / "home")
-    sites = yaml.safe_load((work / "lab" / labdir.SITES).read_text())
-    sites["sites"]["aws"]["limits"] = {"concurrency": args.nodes, "rate": 1000}
-    (work / "sites.yaml").write_text(yaml.safe_dump(sites))
-    os.environ["INTERLOCK_SITES"] = str(work / "sites.yaml")
-    try:
+    with private_aws_lab("127.98.0.0/16") as (work, sites):
+        os.environ["INTERLOCK_HOME"] = str(work / "home")
+        sites["sites"]["aws"]["limits"] = {"concurrency": args.nodes, "rate": 1000}
+        (work / "sites.yaml").write_text(yaml.safe_dump(sites))
+        os.environ["INTERLOCK_SITES"] = str(work / "sites.yaml")
         figures = asyncio.run(run(args.nodes))
-    finally:
-        lab.down()
-        shutil.rmtree(work, ignore_errors=True)
     if args.json:
         print(json.dumps(figures, indent=2))
     else:

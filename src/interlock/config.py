@@ -25,6 +25,8 @@ class Strict(BaseModel):
 class Limits(Strict):
     concurrency: int = Field(default=16, ge=1, le=1024)  # nodes in flight at once
     rate: float = Field(default=20.0, gt=0)  # API calls per second
+    # Seconds a node gets to answer SSH and accept a login (boot delays, slow keys).
+    ssh_timeout: float = Field(default=300.0, gt=0, le=3600)
 
 
 class DeclaredProfile(Strict):

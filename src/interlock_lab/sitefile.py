@@ -56,6 +56,8 @@ class Behaviour(Strict):
     key_delay: Seconds = 0.0
     # incomplete: boot-finished is never written (post-provisioning left half done).
     post_provisioning: Literal["complete", "incomplete"] = "complete"
+    # password: the login user's sudo asks for a password (root cannot be reached by key).
+    sudo: Literal["nopasswd", "password"] = "nopasswd"
 
 
 class BehaviourOverrides(Strict):
@@ -65,6 +67,7 @@ class BehaviourOverrides(Strict):
     boot_delay: Seconds | None = None
     key_delay: Seconds | None = None
     post_provisioning: Literal["complete", "incomplete"] | None = None
+    sudo: Literal["nopasswd", "password"] | None = None
 
 
 class ImageSpec(BehaviourOverrides):
@@ -128,6 +131,7 @@ class Fault(Strict):
     rate: float = Field(gt=0, le=1)
     status: int = Field(default=503, ge=400, le=599)
     message: str = "injected by the interlock lab"
+    times: int | None = Field(default=None, ge=1)  # fires at most this often; None: no limit
 
 
 class MachineGroup(Strict):

@@ -4,8 +4,11 @@ a site of quirky images, in a private lab directory, torn down afterwards."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -87,6 +90,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             HERE / "quirks.yaml",
             HERE / "faulty.yaml",
             HERE / "noeip.yaml",
+            HERE / "broken.yaml",
+            HERE / "flaky.yaml",
         ],
     )
     client.up(specs)
@@ -140,3 +145,46 @@ def ssh_ready(host: str, timeout: float = 30.0) -> None:
         return line.startswith(b"SSH-2.0")
 
     wait_for(f"ssh on {host}", lambda: asyncio.run(banner()), timeout)
+
+
+class Cli:
+    """The interlock command with its own home and the test lab's sites file."""
+
+    def __init__(self, home: Path, sites: Path) -> None:
+        self.home = home
+        self.env = {**os.environ, "INTERLOCK_HOME": str(home), "INTERLOCK_SITES": str(sites)}
+
+    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "interlock", *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=300,
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"interlock {' '.join(args)}: {done.returncode}\n{done.stderr}")
+        return done
+
+    def json(self, *args: str, check: bool = True) -> Any:
+        return json.loads(self(*args, "--json", check=check).stdout)
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "interlock", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.env,
+        )
+
+
+@pytest.fixture
+def cli(lab: Lab, tmp_path: Path) -> Iterator[Cli]:
+    c = Cli(tmp_path / "home", Path(lab.state["dir"]) / labdir.SITES)
+    yield c
+    c("down", "--all", check=False)
+
+
+def outstanding(lab: Lab, site: str) -> list[dict[str, Any]]:
+    return lab.client.ledger(site, outstanding=True)

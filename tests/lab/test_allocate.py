@@ -5,60 +5,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import asyncssh
 import pytest
 
-from interlock_lab import labdir
-from tests.lab.conftest import Lab, wait_for
-
-
-class Cli:
-    """The interlock command with its own home and the test lab's sites file."""
-
-    def __init__(self, home: Path, sites: Path) -> None:
-        self.home = home
-        self.env = {**os.environ, "INTERLOCK_HOME": str(home), "INTERLOCK_SITES": str(sites)}
-
-    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [sys.executable, "-m", "interlock", *args],
-            capture_output=True,
-            text=True,
-            env=self.env,
-            timeout=300,
-        )
-        if check and done.returncode != 0:
-            raise AssertionError(f"interlock {' '.join(args)}: {done.returncode}\n{done.stderr}")
-        return done
-
-    def json(self, *args: str, check: bool = True) -> Any:
-        return json.loads(self(*args, "--json", check=check).stdout)
-
-    def popen(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "interlock", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=self.env,
-        )
-
-
-@pytest.fixture
-def cli(lab: Lab, tmp_path: Path) -> Iterator[Cli]:
-    c = Cli(tmp_path / "home", Path(lab.state["dir"]) / labdir.SITES)
-    yield c
-    c("down", "--all", check=False)
-
-
-def outstanding(lab: Lab, site: str) -> list[dict[str, Any]]:
-    return lab.client.ledger(site, outstanding=True)
+from tests.lab.conftest import Cli, Lab, outstanding, wait_for
 
 
 def password_refused(ip: str) -> bool:
@@ -158,7 +109,7 @@ def test_bad_requests_fail_clearly_and_create_nothing(
 
 
 def test_killed_allocation_resumes_where_it_stopped(lab: Lab, cli: Cli) -> None:
-    # fedora-41 boots for 3 s before sshd answers: the kill lands while step 5 waits.
+    # fedora-41 boots for 10 s before sshd answers: the kill lands while step 5 waits.
     proc = cli.popen("up", "k", "--site", "quirks", "--os", "fedora-41", "--json")
 
     def waiting_for_ssh() -> bool:

@@ -111,7 +111,7 @@ def test_password_authentication_on_and_off(
 def test_boot_delay_keeps_sshd_silent_until_boot(
     quirks: tuple[Any, asyncssh.SSHKey], boot: Any
 ) -> None:
-    inst = boot("fedora")  # boot_delay: 3 s
+    inst = boot("fedora")  # boot_delay: 10 s
     with pytest.raises((OSError, asyncssh.Error)):
         ssh_run(inst["PublicIpAddress"], "fedora", quirks[1], "true", timeout=2)
     ssh_ready(inst["PublicIpAddress"])

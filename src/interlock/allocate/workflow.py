@@ -31,7 +31,6 @@ from interlock.selection import choose
 from interlock.store import Store
 
 T = TypeVar("T")
-SSH_DEADLINE = 300.0  # seconds for a node's SSH work (boot delays, slow keys)
 OWNER = "interlock"
 
 
@@ -85,6 +84,10 @@ class Engine:
             task = asyncio.ensure_future(self.call(site, self.site(site).provider.metadata))
             self._metadata[site] = task
         return await asyncio.shield(task)
+
+    def ssh_deadline(self, site: str) -> float:
+        """When a node's SSH work on `site` gives up (the site's ssh_timeout from now)."""
+        return time.monotonic() + self.sites.sites[site].limits.ssh_timeout
 
     def key_path(self, node: str) -> Path:
         return self.home / "keys" / node
@@ -196,7 +199,7 @@ async def public_address(site: str, node: str, server: str, floating: bool) -> d
     e = engine()
     e.progress(node, "public address")
     provider = e.site(site).provider
-    deadline = time.monotonic() + SSH_DEADLINE
+    deadline = e.ssh_deadline(site)
     fixups: list[str] = []
     record = e.store.get(node)
     ip, ref = (record.public_ip, record.public_ip_ref) if record else (None, None)
@@ -227,7 +230,7 @@ async def login(
     e = engine()
     e.progress(node, "login")
     provider = e.site(site).provider
-    deadline = time.monotonic() + SSH_DEADLINE
+    deadline = e.ssh_deadline(site)
     fixups: list[str] = []
     from interlock.model import Image
 
@@ -319,9 +322,16 @@ async def allocate(node: str, deployment: str, sites: list[str], traits: dict[st
             try:
                 fixups = await _on_site(site, node, deployment, traits)
             except Exception as err:  # every failure rolls back this site's attempt
-                why = _one_line(err)
+                record = e.store.get(node)
+                why = f"{record.step if record else 'start'}: {_one_line(err)}"
+                try:
+                    await rollback(site, node)
+                except Exception as left:  # what stays is on record: `interlock down` retries
+                    why += f" (rollback incomplete: {_one_line(left)})"
+                    attempts.append({"site": site, "result": "failed", "why": why})
+                    await finish(node, "failed", {"error": why, "attempts": attempts})
+                    return "failed"
                 attempts.append({"site": site, "result": "failed", "why": why})
-                await rollback(site, node)
                 if isinstance(err, QuotaError):
                     continue  # capacity or quota: the next site may have room
                 await finish(node, "failed", {"error": why, "attempts": attempts})

@@ -18,11 +18,17 @@ class FaultPicker:
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self.fired: dict[str, int] = {}
+        self._spent: dict[int, int] = {}  # fault index -> times fired
 
     def pick(self, action: str) -> Fault | None:
         with self._lock:
-            for fault in self._faults:
-                if fault.action == action and self._rng.random() < fault.rate:
+            for i, fault in enumerate(self._faults):
+                if fault.action != action:
+                    continue
+                if fault.times is not None and self._spent.get(i, 0) >= fault.times:
+                    continue
+                if self._rng.random() < fault.rate:
+                    self._spent[i] = self._spent.get(i, 0) + 1
                     self.fired[action] = self.fired.get(action, 0) + 1
                     return fault
         return None

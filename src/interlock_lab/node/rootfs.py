@@ -179,7 +179,8 @@ def prepare(upper: Path, boot: FirstBoot) -> None:
         _write(
             upper,
             "/etc/sudoers.d/90-cloud-init-users",
-            f"# Created by cloud-init\n{user.name} ALL=(ALL) NOPASSWD:ALL\n",
+            f"# Created by cloud-init\n{user.name} ALL=(ALL) "
+            + ("NOPASSWD:ALL\n" if b.sudo == "nopasswd" else "ALL\n"),
             0o440,
         )
 
