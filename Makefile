@@ -27,6 +27,8 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/nodes.py
+	$(BIN)/python bench/allocate.py
+	$(BIN)/python bench/secure.py
 
 demo: install
 	$(BIN)/interlock lab up
