@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 DEBS=(python3 python3-venv python3-dev gcc libc6-dev make openssh-server openssh-client
-      iproute2 util-linux sudo openssl procps ca-certificates)
+      iproute2 util-linux sudo openssl procps ca-certificates
+      mariadb-server mariadb-client rabbitmq-server)  # the last three: the lab's OpenStack
 PY=${PYTHON:-python3}
 
 need=()
@@ -32,6 +33,21 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -e '.[lab,dev]'
   touch "$stamp"
+fi
+
+# The lab's OpenStack (Keystone, Nova, Neutron, Glance, Placement from PyPI) in a venv of
+# its own, with the lab's Nova and Neutron drivers (lab-openstack/).
+if [ ! -x .venv-openstack/bin/python ]; then
+  echo "creating .venv-openstack"
+  "$PY" -m venv .venv-openstack
+fi
+ostamp=.venv-openstack/.installed
+if [ ! -f "$ostamp" ] || [ -n "$(find lab-openstack -newer "$ostamp" -type f -print -quit)" ]; then
+  echo "installing OpenStack into .venv-openstack (about a minute)"
+  .venv-openstack/bin/pip install -q --upgrade pip
+  .venv-openstack/bin/pip install -q -r lab-openstack/requirements.txt
+  .venv-openstack/bin/pip install -q --no-deps --force-reinstall ./lab-openstack
+  touch "$ostamp"
 fi
 
 if [ "${1:-}" != "--no-demo" ]; then

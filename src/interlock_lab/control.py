@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
 
+from interlock_lab.emulators import openstack
 from interlock_lab.ledger import Entry
 
 if TYPE_CHECKING:
@@ -26,6 +27,29 @@ def make_app(lab: Lab) -> FastAPI:
     @app.get("/v1/ledger")
     async def ledger(site: str | None = None, outstanding: bool = False) -> list[Entry]:
         return lab.ledger.entries(site, outstanding=outstanding)
+
+    # Called by the lab's Nova and ML2 drivers from inside its OpenStack.
+    @app.post("/v1/openstack/spawn")
+    async def spawn(body: dict[str, Any]) -> dict[str, str]:
+        site = openstack.site_of(body["project_id"])
+        if site is None:
+            raise HTTPException(404, f"no lab site for project {body['project_id']}")
+        await site.spawn(body)
+        return {"status": "running"}
+
+    @app.post("/v1/openstack/destroy")
+    async def destroy(body: dict[str, Any]) -> dict[str, str]:
+        site = openstack.site_of_server(body["server_id"])
+        if site is not None:
+            await site.destroy(body["server_id"], bool(body.get("wipe", True)))
+        return {"status": "gone"}
+
+    @app.post("/v1/openstack/floating-ip")
+    async def floating_ip(body: dict[str, Any]) -> dict[str, str]:
+        site = openstack.site_of(body["project_id"])
+        if site is not None:
+            await site.floating_ip(body)
+        return {"status": "ok"}
 
     @app.post("/v1/down", status_code=202)
     async def down() -> dict[str, str]:

@@ -35,8 +35,9 @@ def site_kinds() -> dict[str, type[EmulatedSite]]:
     # Imported here: moto and sushy-tools are heavy and only the daemon needs them.
     from interlock_lab.emulators.aws import AwsSite
     from interlock_lab.emulators.metal import MetalSite
+    from interlock_lab.emulators.openstack import OpenstackSite
 
-    return {"aws": AwsSite, "metal": MetalSite}
+    return {"aws": AwsSite, "metal": MetalSite, "openstack": OpenstackSite}
 
 
 class _QuietServer(uvicorn.Server):
@@ -116,19 +117,24 @@ class Lab:
         server: _QuietServer | None = None
         serving: asyncio.Task[None] | None = None
         try:
+            # Our own listening socket, bound first: its port is known (the OpenStack
+            # drivers are told it), and clients queue on it until uvicorn serves.
+            api = socket.create_server(("127.0.0.1", 0))
+            port = api.getsockname()[1]
             for spec in self.specs:
                 ctx = SiteContext(
-                    spec, self.runtime, self.ledger, self.root / "sites" / spec.name, loop
+                    spec,
+                    self.runtime,
+                    self.ledger,
+                    self.root / "sites" / spec.name,
+                    loop,
+                    f"http://127.0.0.1:{port}",
                 )
                 site = kinds[spec.kind](ctx)  # type: ignore[call-arg]
                 self.sites[spec.name] = site
                 await asyncio.to_thread(site.start)
             from interlock_lab.control import make_app
 
-            # Our own listening socket: its port is known, and clients queue on it
-            # until uvicorn serves, so the lab can announce itself at once.
-            api = socket.create_server(("127.0.0.1", 0))
-            port = api.getsockname()[1]
             config = uvicorn.Config(make_app(self), log_level="warning", lifespan="off")
             server = _QuietServer(config)
             serving = asyncio.create_task(server.serve(sockets=[api]))
@@ -161,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     root: Path = args.dir
     os.environ[labdir.MARK] = str(root)  # every process of this lab inherits it
+    labdir.become_subreaper()
     (root / labdir.PID).write_text(f"{os.getpid()}\n")
     lab: Lab | None = None
     try:

@@ -9,6 +9,7 @@ Layout (all created by the lab, all removed by `interlock lab down`):
     bin/         the node init, built on first use
     nodes/       one directory per node (its disk: overlay upper dir)
     sites/       per-site secrets (mode 0600) and emulator state
+    openstack/   the lab's OpenStack (openstack sites only): configs, databases, logs
 """
 
 from __future__ import annotations
@@ -29,7 +30,18 @@ STATE = "state.json"
 LOG = "lab.log"
 LEDGER = "ledger.db"
 SITES = "sites.yaml"  # an interlock sites file for the lab's sites
-OWNED = (PID, STATE, SITES, LEDGER, LEDGER + "-wal", LEDGER + "-shm", "bin", "nodes", "sites")
+OWNED = (
+    PID,
+    STATE,
+    SITES,
+    LEDGER,
+    LEDGER + "-wal",
+    LEDGER + "-shm",
+    "bin",
+    "nodes",
+    "sites",
+    "openstack",
+)
 MARK = "INTERLOCK_LAB_DIR_MARK"  # in the environment of every process of a lab
 
 
@@ -73,6 +85,14 @@ def alive(pid: int, root: Path) -> bool:
     except OSError:
         return False
     return f"{MARK}={root}".encode() in env
+
+
+def become_subreaper() -> None:
+    """Orphans of the lab's processes (service workers) become ours to reap, not init's."""
+    import ctypes
+
+    pr_set_child_subreaper = 36
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_child_subreaper, 1, 0, 0, 0)
 
 
 def wait_gone(pids: Iterable[int], timeout: float) -> list[int]:

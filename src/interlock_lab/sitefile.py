@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
 METAL_FIRST_HOST = 10  # metal machines' fixed addresses start at this host index
@@ -93,18 +101,31 @@ class FlavorSpec(Strict):
 
 class NetworkSpec(Strict):
     name: str = Field(min_length=1, max_length=64)
+    # openstack only. external: router:external for the site's project; its cidr lies in
+    # the public pool (floating IPs, or direct addresses when shared). shared: servers of
+    # the project may boot on it. router: the external network a router takes it out to.
+    external: bool = False
+    shared: bool = False
+    router: str | None = None
     cidr: ipaddress.IPv4Network
-    # True: nodes on it get a public address at boot; False: a floating IP is needed.
+    # aws: True gives nodes a public address at boot; False: an elastic IP is needed.
     public: bool = False
 
     @field_validator("cidr")
     @classmethod
-    def _not_loopback(cls, v: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
-        if v.overlaps(LOOPBACK):
+    def _placed(cls, v: ipaddress.IPv4Network, info: ValidationInfo) -> ipaddress.IPv4Network:
+        if v.overlaps(LOOPBACK) and not info.data.get("external"):
             raise ValueError("a lab network must not overlap 127.0.0.0/8 (public pools live there)")
         if v.prefixlen > 29:
             raise ValueError("a lab network needs at least a /29")
         return v
+
+
+class Quotas(Strict):
+    """openstack: the project's quotas (None: the cloud's default)."""
+
+    floating_ips: int | None = Field(default=None, ge=0)
+    instances: int | None = Field(default=None, ge=0)
 
 
 class PublicSpec(Strict):
@@ -152,7 +173,7 @@ class GroundTruth(Strict):
 
 class SiteSpec(Strict):
     name: Name
-    kind: Literal["aws", "metal"]
+    kind: Literal["aws", "metal", "openstack"]
     description: str = ""
     region: str = "lab-1"
     public: PublicSpec
@@ -163,6 +184,7 @@ class SiteSpec(Strict):
     machines: list[MachineGroup] = []
     faults: list[Fault] = []
     seed: int = 0
+    quotas: Quotas = Quotas()
     ground_truth: GroundTruth = GroundTruth()
 
     @model_validator(mode="after")
@@ -170,9 +192,16 @@ class SiteSpec(Strict):
         _unique("images", [i.id for i in self.images])
         _unique("flavors", [f.name for f in self.flavors])
         _unique("networks", [n.name for n in self.networks])
+        names = {n.name: n for n in self.networks}
         for n in self.networks:
-            if n.cidr.overlaps(self.public.pool):
-                raise ValueError(f"network {n.name!r} overlaps the public pool")
+            if n.external and self.kind != "openstack":
+                raise ValueError(f"network {n.name!r}: external networks are for openstack sites")
+            if n.external and not n.cidr.subnet_of(self.public.pool):
+                raise ValueError(f"network {n.name!r}: an external network lies in the public pool")
+            if n.router is not None and not (n.router in names and names[n.router].external):
+                raise ValueError(f"network {n.name!r}: router to {n.router!r}, not an external one")
+            if n.shared and not n.external:
+                raise ValueError(f"network {n.name!r}: only external networks are shared here")
         images = {i.id for i in self.images}
         flavors = {f.name for f in self.flavors}
         for g in self.machines:

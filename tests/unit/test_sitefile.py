@@ -51,7 +51,7 @@ def test_image_settings_override_site_defaults(tmp_path: Path) -> None:
     ("change", "field", "problem"),
     [
         ({"public": {"pool": "10.1.0.0/16"}}, "public.pool", "127.0.0.0/8"),
-        ({"kind": "azure"}, "kind", "'aws' or 'metal'"),
+        ({"kind": "azure"}, "kind", "'aws', 'metal' or 'openstack'"),
         ({"networks": [{"name": "n", "cidr": "127.5.0.0/16"}]}, "networks[0].cidr", "overlap"),
         ({"images": [{"id": "x", "name": "x", "os": "ubuntu"}]}, "images[0].version", "required"),
         ({"defaults": {"login_user": "Root User"}}, "defaults.login_user", "pattern"),

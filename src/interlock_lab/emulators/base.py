@@ -23,6 +23,7 @@ class SiteContext:
     ledger: Ledger
     dir: Path
     loop: asyncio.AbstractEventLoop
+    lab_api: str = ""  # the lab's control API (for drivers running inside a site's services)
 
 
 class EmulatedSite(Protocol):

@@ -1,0 +1,1 @@
+"""Drivers that run inside the lab's Nova and Neutron and call the lab's control API."""

@@ -1,0 +1,53 @@
+"""An ML2 mechanism driver for the lab: binds every port (there are no agents), and
+tells the lab when a floating IP is associated, moved or released, so the lab's
+fabric forwards that address to the right node at once."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from neutron_lib import constants
+from neutron_lib.api.definitions import portbindings
+from neutron_lib.callbacks import events, registry, resources
+from neutron_lib.plugins.ml2 import api
+
+from interlock_lab_openstack import labapi
+
+LOG = logging.getLogger(__name__)
+
+
+class LabMechanismDriver(api.MechanismDriver):
+    def initialize(self) -> None:
+        for event in (events.AFTER_CREATE, events.AFTER_UPDATE, events.AFTER_DELETE):
+            registry.subscribe(self._floating_ip, resources.FLOATING_IP, event)
+
+    def bind_port(self, context: Any) -> None:
+        for segment in context.segments_to_bind:
+            context.set_binding(
+                segment[api.ID],
+                portbindings.VIF_TYPE_OVS,
+                {portbindings.CAP_PORT_FILTER: True},
+                status=constants.PORT_STATUS_ACTIVE,
+            )
+            return
+
+    def _floating_ip(self, resource: str, event: str, trigger: Any, payload: Any) -> None:
+        state = payload.latest_state if payload is not None else None
+        if not state:
+            return
+        fip = dict(state)
+        gone = event == events.AFTER_DELETE
+        try:
+            labapi.post(
+                "/v1/openstack/floating-ip",
+                {
+                    "id": fip.get("id"),
+                    "project_id": fip.get("project_id") or fip.get("tenant_id"),
+                    "address": fip.get("floating_ip_address"),
+                    "port_id": None if gone else fip.get("port_id"),
+                    "event": event,
+                },
+            )
+        except Exception:  # never fail the API call over the lab's bookkeeping
+            LOG.exception("interlock lab: floating IP %s not realized", fip.get("id"))

@@ -1,0 +1,314 @@
+"""OpenStack sites: a project each on the lab's one real OpenStack.
+
+The first openstack site starts the OpenStack (interlock_lab.openstack.controller),
+the last one to stop stops it. Each site is a Keystone project with its own user
+(password in a 0600 file, a clouds.yaml entry of its own), and, created by the
+admin from the site file: networks (external ones made external, or shared, for
+that project only, through Neutron RBAC), subnets, routers, private flavors,
+private images with their properties, and quotas.
+
+Servers are sandbox nodes: the lab's Nova driver asks for a node at spawn (see
+`spawn`), the lab's ML2 driver reports floating IP changes (`floating_ip`), and
+the lab forwards the public address to the node at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from interlock_lab.emulators.base import SiteContext, password_hash
+from interlock_lab.node.rootfs import FirstBoot
+from interlock_lab.openstack.configs import REGION
+from interlock_lab.openstack.controller import Controller
+from interlock_lab.sitefile import ImageSpec, NetworkSpec
+
+DEFAULT_ADDRESS = "127.60.0.1"
+IMAGE_NS = uuid.UUID("6f0c7c9e-3c1e-4d57-9a59-1f5f3c3f9a11")
+# Where nodes on external (127.x) networks live inside the lab; their 127.x address is
+# forwarded to them, as a provider network's address would be routed.
+INNER = ipaddress.IPv4Network("100.64.0.0/10")
+
+_lock = threading.Lock()
+_controller: Controller | None = None
+_sites: dict[str, OpenstackSite] = {}  # project id -> site
+_inner_next = 0
+
+
+def control_address() -> str:
+    return os.environ.get("INTERLOCK_LAB_OPENSTACK_ADDRESS", DEFAULT_ADDRESS)
+
+
+def _acquire(ctx: SiteContext) -> Controller:
+    global _controller
+    with _lock:
+        if _controller is None:
+            c = Controller(ctx.runtime.run_dir, control_address(), ctx.lab_api)
+            c.start()
+            _controller = c
+        return _controller
+
+
+def _release(site: OpenstackSite) -> None:
+    global _controller
+    with _lock:
+        _sites.pop(site.project_id, None)
+        if not _sites and _controller is not None:
+            _controller.stop()
+            _controller = None
+
+
+def site_of(project_id: str) -> OpenstackSite | None:
+    return _sites.get(project_id)
+
+
+def site_of_server(server_id: str) -> OpenstackSite | None:
+    return next((s for s in _sites.values() if server_id in s.servers), None)
+
+
+def controller() -> Controller | None:
+    return _controller
+
+
+class OpenstackSite:
+    kind = "openstack"
+
+    def __init__(self, ctx: SiteContext) -> None:
+        self.ctx = ctx
+        self.spec = ctx.spec
+        self.project_id = ""
+        self.networks: dict[str, tuple[NetworkSpec, ipaddress.IPv4Network]] = {}  # id -> spec
+        self.images: dict[str, ImageSpec] = {}  # glance id -> spec
+        self.servers: dict[str, str] = {}  # server id -> port id
+        self.ports: dict[str, str] = {}  # port id -> server id
+        self.published: dict[str, ipaddress.IPv4Address] = {}  # floating IP id -> address
+        self._password_hash: str | None = None
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def start(self) -> None:
+        c = _acquire(self.ctx)
+        try:
+            self._setup(c)
+        except BaseException:
+            _release(self)
+            raise
+        _sites[self.project_id] = self
+
+    def stop(self) -> None:
+        _release(self)
+
+    def info(self) -> dict[str, Any]:
+        c = _controller
+        return {
+            "endpoint": c.settings.url("keystone", "/v3") if c else None,
+            "project": f"lab-{self.spec.name}",
+            "project_id": self.project_id,
+            "clouds_file": str(self._clouds_file()),
+            "admin_password_file": str(c.admin_password_file) if c else None,
+            "password_file": str(self._secret_file()),
+        }
+
+    def client_config(self) -> dict[str, Any]:
+        return {
+            "provider": "openstack",
+            "cloud": self.spec.name,
+            "clouds_file": str(self._clouds_file()),
+            "region": REGION,
+        }
+
+    def _clouds_file(self) -> Path:
+        return self.ctx.dir / "clouds.yaml"
+
+    def _secret_file(self) -> Path:
+        return self.ctx.dir / "login-password"
+
+    # -- the project -------------------------------------------------------------
+
+    def _setup(self, c: Controller) -> None:
+        from interlock_lab.openstack.controller import _secret
+
+        conn = c.admin()
+        name = f"lab-{self.spec.name}"
+        ident = conn.identity
+        project = ident.create_project(name=name, domain_id="default")
+        self.project_id = project.id
+        password = _secret(self.ctx.dir / "api-password")
+        user = ident.create_user(name=name, password=password, domain_id="default")
+        ident.assign_project_role_to_user(project, user, ident.find_role("member"))
+        clouds = {
+            "clouds": {
+                self.spec.name: {
+                    "auth": {
+                        "auth_url": c.settings.url("keystone", "/v3"),
+                        "username": name,
+                        "password": password,
+                        "project_name": name,
+                        "user_domain_name": "Default",
+                        "project_domain_name": "Default",
+                    },
+                    "region_name": REGION,
+                    "identity_api_version": 3,
+                }
+            }
+        }
+        path = self._clouds_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            yaml.safe_dump(clouds, f)
+        q = self.spec.quotas
+        if q.floating_ips is not None:
+            conn.network.update_quota(project.id, floating_ips=q.floating_ips)
+        if q.instances is not None:
+            conn.compute.update_quota_set(project.id, instances=q.instances)
+        self._networks(conn)
+        self._flavors(conn)
+        self._images(conn)
+
+    def _networks(self, conn: Any) -> None:
+        global _inner_next
+        made: dict[str, tuple[Any, Any]] = {}
+        for n in self.spec.networks:
+            if n.external:
+                net = conn.network.create_network(
+                    name=n.name,
+                    provider_network_type="flat",
+                    provider_physical_network=f"{self.spec.name}-{n.name}",
+                )
+                # External (and shared) for this project only, as a real cloud's RBAC does.
+                conn.network.create_rbac_policy(object_type="network", object_id=net.id,
+                    action="access_as_external", target_project_id=self.project_id)  # fmt: skip
+                if n.shared:
+                    conn.network.create_rbac_policy(object_type="network", object_id=net.id,
+                        action="access_as_shared", target_project_id=self.project_id)  # fmt: skip
+                with _lock:
+                    base = int(INNER.network_address) + _inner_next
+                    _inner_next += n.cidr.num_addresses
+                inner = ipaddress.IPv4Network((base, n.cidr.prefixlen))
+                owner: dict[str, Any] = {}
+            else:
+                net = conn.network.create_network(name=n.name, project_id=self.project_id)
+                inner = n.cidr
+                owner = {"project_id": self.project_id}
+            hosts = list(n.cidr.hosts())
+            subnet = conn.network.create_subnet(
+                name=f"{n.name}-subnet",
+                network_id=net.id,
+                ip_version=4,
+                cidr=str(n.cidr),
+                gateway_ip=str(hosts[0]),
+                allocation_pools=[
+                    {"start": str(hosts[min(9, len(hosts) - 2)]), "end": str(hosts[-1])}
+                ],
+                enable_dhcp=False,
+                **owner,
+            )
+            made[n.name] = (net, subnet)
+            self.networks[net.id] = (n, inner)
+        for n in self.spec.networks:
+            if n.router is None:
+                continue
+            net, subnet = made[n.name]
+            router = conn.network.create_router(
+                name=f"router-{n.name}",
+                project_id=self.project_id,
+                external_gateway_info={"network_id": made[n.router][0].id},
+            )
+            conn.network.add_interface_to_router(router, subnet_id=subnet.id)
+
+    def _flavors(self, conn: Any) -> None:
+        for f in self.spec.flavors:
+            flavor = conn.compute.create_flavor(
+                name=f.name, vcpus=f.vcpus, ram=f.ram_mib, disk=f.disk_gib, is_public=False
+            )
+            conn.compute.flavor_add_tenant_access(flavor, self.project_id)
+            specs = {"capabilities:cpu_info:arch": "aarch64"} if f.arch == "arm64" else {}
+            if f.gpus:
+                specs["resources:VGPU"] = str(f.gpus)
+            if specs:
+                conn.compute.create_flavor_extra_specs(flavor, specs)
+
+    def _images(self, conn: Any) -> None:
+        glance = conn.image
+        for i in self.spec.images:
+            image_id = str(uuid.uuid5(IMAGE_NS, f"{self.spec.name}/{i.id}"))
+            body = {
+                "id": image_id,
+                "name": i.name,
+                "disk_format": "raw",
+                "container_format": "bare",
+                "visibility": "private",
+                "owner": self.project_id,
+                "architecture": "aarch64" if i.arch == "arm64" else "x86_64",
+                **i.properties,
+            }
+            glance.post("/images", json=body).raise_for_status()
+            glance.put(
+                f"/images/{image_id}/file",
+                data=b"interlock lab image\n",
+                headers={"Content-Type": "application/octet-stream"},
+            ).raise_for_status()
+            self.images[image_id] = i
+
+    # -- servers (called by the lab's Nova and ML2 drivers, on the lab's loop) --------
+
+    async def spawn(self, body: dict[str, Any]) -> None:
+        rt = self.ctx.runtime
+        server = body["server_id"]
+        if not body["ports"]:
+            raise ValueError(f"server {server} has no IPv4 port")
+        port = body["ports"][0]
+        spec, inner = self.networks[port["network_id"]]
+        fixed = ipaddress.IPv4Address(port["ip"])
+        private = inner[int(fixed) - int(spec.cidr.network_address)]
+        net = await rt.network(f"{self.spec.name}/{port['network_id']}", inner)
+        image = self.images[body["image_id"]]
+        behaviour = self.spec.behaviour(image)
+        if behaviour.password_auth and self._password_hash is None:
+            self._password_hash = await asyncio.to_thread(password_hash, self._secret_file())
+        boot = FirstBoot(
+            hostname=body["hostname"] or f"server-{server[:8]}",
+            behaviour=behaviour,
+            private_ip=str(private),
+            instance_keys=(body["key_data"].strip(),) if body["key_data"] else (),
+            password_hash=self._password_hash if behaviour.password_auth else None,
+            hide=(str(rt.run_dir),),
+        )
+        await rt.boot(server, self.spec.name, net, private, boot)
+        self.servers[server] = port["port_id"]
+        self.ports[port["port_id"]] = server
+        self.ctx.ledger.created(self.spec.name, "server", server, image.id)
+        if spec.external:  # a provider network: its address is the node's public one
+            await rt.publish(fixed, self.spec.public.ports, server)
+
+    async def destroy(self, server_id: str, wipe: bool) -> None:
+        await self.ctx.runtime.halt(server_id, wipe=wipe)
+        if wipe:
+            port = self.servers.pop(server_id, None)
+            self.ports.pop(port or "", None)
+            if self.ctx.ledger.is_open(self.spec.name, "server", server_id):
+                self.ctx.ledger.released(self.spec.name, "server", server_id)
+
+    async def floating_ip(self, body: dict[str, Any]) -> None:
+        rt = self.ctx.runtime
+        fip, address, port = body["id"], body["address"], body["port_id"]
+        ip = ipaddress.IPv4Address(address)
+        deleted = body.get("event") == "after_delete"
+        if not deleted and not self.ctx.ledger.is_open(self.spec.name, "address", fip):
+            self.ctx.ledger.created(self.spec.name, "address", fip, address)
+        if fip in self.published:
+            await rt.unpublish(self.published.pop(fip))
+        server = self.ports.get(port or "")
+        if server is not None and server in rt.nodes:
+            await rt.publish(ip, self.spec.public.ports, server)
+            self.published[fip] = ip
+        if deleted and self.ctx.ledger.is_open(self.spec.name, "address", fip):
+            self.ctx.ledger.released(self.spec.name, "address", fip)
