@@ -3,26 +3,30 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST := $(BIN)/pytest
 
-.PHONY: install test test-unit test-lab lint bench demo clean
+.PHONY: install test test-unit test-lab test-openstack lint bench demo clean
 
 $(VENV)/.installed: pyproject.toml install.sh
 	./install.sh --no-demo
 
 install: $(VENV)/.installed
 
-## Everything CI checks: lint, unit tests, lab integration tests.
-test: install lint test-unit test-lab
+## Everything CI checks: lint, unit tests, lab integration tests, the OpenStack clouds.
+test: install lint test-unit test-lab test-openstack
 
 test-unit: install
 	$(PYTEST) -q -m "not lab"
 
 ## Integration tests against real sandbox nodes (root, namespaces).
 test-lab: install
-	$(PYTEST) -q -m lab
+	$(PYTEST) -q -m "lab and not openstack"
+
+## The seven OpenStack clouds on the lab's real OpenStack (starts it once, ~1 min).
+test-openstack: install
+	$(PYTEST) -q -m openstack
 
 lint: install
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench lab-openstack
+	$(BIN)/ruff format --check src tests bench lab-openstack
 	$(BIN)/mypy
 
 bench: install
