@@ -16,7 +16,7 @@ from tests.lab.conftest import Cli
 from tests.lab.test_allocate import password_refused
 from tests.openstack.conftest import OsLab
 
-NOTHING = {"servers": [], "keypairs": [], "floating_ips": [], "ports": []}
+NOTHING: dict[str, list[str]] = {"servers": [], "keypairs": [], "floating_ips": [], "ports": []}
 
 
 @pytest.mark.parametrize(
