@@ -33,6 +33,7 @@ bench: install
 	$(BIN)/python bench/nodes.py
 	$(BIN)/python bench/allocate.py
 	$(BIN)/python bench/secure.py
+	$(BIN)/python bench/openstack.py
 
 demo: install
 	$(BIN)/interlock lab up

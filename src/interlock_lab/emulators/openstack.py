@@ -114,6 +114,7 @@ class OpenstackSite:
             "clouds_file": str(self._clouds_file()),
             "admin_password_file": str(c.admin_password_file) if c else None,
             "password_file": str(self._secret_file()),
+            "openstack_start_seconds": c.timings if c else None,
         }
 
     def client_config(self) -> dict[str, Any]:

@@ -131,10 +131,9 @@ class Controller:
 
     def _run(self, name: str, argv: list[str]) -> None:
         """A one-shot command (schema sync, bootstrap); its output goes to its log."""
+        env = {**self._env(), "OS_BOOTSTRAP_PASSWORD": self.admin_password}
         with open(self.dir / "logs" / f"{name}.log", "ab") as log:
-            done = subprocess.run(
-                argv, stdout=log, stderr=subprocess.STDOUT, env=self._env(), cwd=self.dir
-            )
+            done = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.dir)
         if done.returncode != 0:
             raise OpenstackError(f"{name} failed (exit {done.returncode}): {self._tail(name)}")
 
@@ -297,7 +296,8 @@ class Controller:
               "--keystone-group", "root"),
             c("keystone-manage", "credential_setup", "--keystone-user", "root",
               "--keystone-group", "root"),
-            [*c("keystone-manage"), "bootstrap", "--bootstrap-password", self.admin_password,
+            # The password goes in the environment (OS_BOOTSTRAP_PASSWORD), not the command line.
+            [*c("keystone-manage"), "bootstrap",
              "--bootstrap-admin-url", self.settings.url("keystone", "/v3"),
              "--bootstrap-public-url", self.settings.url("keystone", "/v3"),
              "--bootstrap-internal-url", self.settings.url("keystone", "/v3"),

@@ -1,0 +1,52 @@
+"""Neutron floating IPs realized by the lab's fabric: associate, move, release, live."""
+
+from __future__ import annotations
+
+import asyncssh
+import pytest
+
+from tests.lab.conftest import ssh_ready, ssh_run
+from tests.openstack.conftest import OsLab
+
+
+def test_a_floating_ip_moves_live_between_servers(oslab: OsLab) -> None:
+    c = oslab.conn("os-tenant")
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    public = key.export_public_key().decode()
+    c.compute.create_keypair(name="fip-test", public_key=public)
+    servers, fip = [], None
+    try:
+        image = c.image.find_image("ubuntu-24.04-server-cloudimg")
+        flavor = c.compute.find_flavor("b.small")
+        net = c.network.find_network("tenant-net")
+        for i in range(2):
+            servers.append(
+                c.compute.create_server(
+                    name=f"fip-{i}",
+                    image_id=image.id,
+                    flavor_id=flavor.id,
+                    networks=[{"uuid": net.id}],
+                    key_name="fip-test",
+                )
+            )
+        servers = [c.compute.wait_for_server(s, wait=120) for s in servers]
+        ports = [next(iter(c.network.ports(device_id=s.id))) for s in servers]
+        ext = c.network.find_network("ext-net")
+        # Created bound to the first server's port in one call.
+        fip = c.network.create_ip(floating_network_id=ext.id, port_id=ports[0].id)
+        ip = fip.floating_ip_address
+        ssh_ready(ip)
+        assert ssh_run(ip, "ubuntu", key, "hostname").stdout.strip() == "fip-0"
+        c.network.update_ip(fip, port_id=ports[1].id)  # re-associated: the next login lands on B
+        assert ssh_run(ip, "ubuntu", key, "hostname").stdout.strip() == "fip-1"
+        c.network.update_ip(fip, port_id=None)  # disassociated: nothing answers any more
+        with pytest.raises((OSError, asyncssh.Error)):
+            ssh_run(ip, "ubuntu", key, "hostname", timeout=3)
+    finally:
+        if fip is not None:
+            c.network.delete_ip(fip)
+        for s in servers:
+            c.compute.delete_server(s)
+            c.compute.wait_for_delete(s, wait=120)
+        c.compute.delete_keypair("fip-test")
+    assert oslab.client.ledger("os-tenant", outstanding=True) == []
