@@ -36,9 +36,9 @@ def test_a_floating_ip_moves_live_between_servers(oslab: OsLab) -> None:
         fip = c.network.create_ip(floating_network_id=ext.id, port_id=ports[0].id)
         ip = fip.floating_ip_address
         ssh_ready(ip)
-        assert ssh_run(ip, "ubuntu", key, "hostname").stdout.strip() == "fip-0"
+        assert str(ssh_run(ip, "ubuntu", key, "hostname").stdout).strip() == "fip-0"
         c.network.update_ip(fip, port_id=ports[1].id)  # re-associated: the next login lands on B
-        assert ssh_run(ip, "ubuntu", key, "hostname").stdout.strip() == "fip-1"
+        assert str(ssh_run(ip, "ubuntu", key, "hostname").stdout).strip() == "fip-1"
         c.network.update_ip(fip, port_id=None)  # disassociated: nothing answers any more
         with pytest.raises((OSError, asyncssh.Error)):
             ssh_run(ip, "ubuntu", key, "hostname", timeout=3)

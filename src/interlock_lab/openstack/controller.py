@@ -338,9 +338,9 @@ class Controller:
 
     def admin(self) -> Any:
         """An openstacksdk connection as the cloud's admin."""
-        import openstack
+        from openstack import connection
 
-        return openstack.connect(
+        return connection.Connection(
             auth_url=self.settings.url("keystone", "/v3"),
             username="admin",
             password=self.admin_password,
