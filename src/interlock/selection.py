@@ -81,3 +81,25 @@ def choose(
             why,
         ),
     )
+
+
+# Words in network names that claim a role (what users would go by, and clouds get wrong).
+PUBLIC_WORDS = ("public", "external", "internet", "wan")
+PRIVATE_WORDS = ("private", "internal", "tenant", "lan")
+
+
+def selection_fixups(meta: Metadata, choice: Choice) -> list[str]:
+    """Where picking the network took more than reading labels: a name that says the
+    opposite of the network's role, or several bootable networks told apart by routers."""
+    out = []
+    for n in meta.networks:
+        name = n.name.lower()
+        says_public = any(w in name for w in PUBLIC_WORDS)
+        says_private = any(w in name for w in PRIVATE_WORDS)
+        usable_out = n.role in ("public", "external-usable")
+        if (says_public and not usable_out) or (says_private and n.role == "public"):
+            out.append(f"selection: network {n.name!r} is {n.role} whatever its name says")
+    bootable = [n for n in meta.networks if n.role in ("public", "private")]
+    if choice.network is not None and len(bootable) > 1 and "router" in choice.network.evidence:
+        out.append(f"selection: network {choice.network.name} told apart by its router")
+    return out

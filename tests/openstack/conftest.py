@@ -35,9 +35,8 @@ class OsLab:
 
     def conn(self, site: str) -> Any:
         """openstacksdk as the site's own user, through its clouds.yaml."""
-        from openstack.config import loader
-
         from openstack import connection
+        from openstack.config import loader
 
         cfg = loader.OpenStackConfig(
             config_files=[self.state["sites"][site]["clouds_file"]]

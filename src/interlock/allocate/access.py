@@ -123,6 +123,23 @@ async def discover_login(
         await asyncio.sleep(min(0.25 * rounds, 2.0))
 
 
+@dataclass(frozen=True)
+class RootState:
+    """How a node came: could root log in with the instance key, was password login on."""
+
+    root_by_key: bool
+    password_login: bool
+
+
+async def root_state(host: str, login: str, key: asyncssh.SSHKey) -> RootState:
+    by_key = login == "root" or await _try(host, "root", key) == "ok"
+    async with connect(host, login, key) as conn:
+        sshd = "$(command -v sshd || echo /usr/sbin/sshd) -T"
+        config = await run(conn, _as_root(login, sshd), "sshd -T")
+    settings = dict(line.split(" ", 1) for line in config.lower().splitlines() if " " in line)
+    return RootState(by_key, settings.get("passwordauthentication") != "no")
+
+
 async def run(conn: asyncssh.SSHClientConnection, command: str, what: str) -> str:
     done = await conn.run(command, check=False)
     if done.exit_status != 0:

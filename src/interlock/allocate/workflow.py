@@ -27,7 +27,7 @@ from interlock.model import Choice, Metadata, Traits
 from interlock.profiles import login_candidates, needs_floating_ip
 from interlock.providers import make_provider
 from interlock.providers.base import NodeRequest, Provider, QuotaError, TransientError
-from interlock.selection import choose
+from interlock.selection import choose, selection_fixups
 from interlock.store import Store
 
 T = TypeVar("T")
@@ -158,7 +158,7 @@ async def select(site: str, node: str, traits: dict[str, Any]) -> dict[str, Any]
     meta = await e.metadata(site)
     declared = e.sites.sites[site].profile.public_network
     choice = choose(site, meta, Traits(**traits), declared)
-    return choice.model_dump()
+    return {"choice": choice.model_dump(), "fixups": selection_fixups(meta, choice)}
 
 
 @DBOS.step()
@@ -209,7 +209,7 @@ async def public_address(site: str, node: str, server: str, floating: bool) -> d
             ip = info.public_ip
         elif info.state == "running" and (floating or not info.public_ip):
             ip, ref = await e.call(site, provider.attach_public_ip, server)
-            fixups.append("floating IP allocated")
+            fixups.append("public_address: floating IP allocated")
             e.store.learn(
                 site, "floating_ip", "yes", f"{server} had no public address when running"
             )
@@ -238,7 +238,7 @@ async def login(
     if key_ref is None and provider.bootstrap is not None:
         path, user = provider.bootstrap
         await access.install_key_with(ip, path, user, public, deadline)
-        fixups.append(f"node key installed over SSH with the site's bootstrap key ({user})")
+        fixups.append(f"node_key: installed over SSH with the site's bootstrap key ({user})")
     key = asyncssh.read_private_key(e.key_path(node))
     candidates = login_candidates(site, e.sites.sites[site].profile, e.store, img)
     found = await access.discover_login(ip, key, candidates, deadline)
@@ -246,22 +246,32 @@ async def login(
         site, f"login_user:{img.id}", found.user, f"logged in on {node}: {', '.join(found.tried)}"
     )
     e.progress(node, "login", login_user=found.user)
-    return {"user": found.user, "fixups": fixups + list(found.fixups)}
+    return {"user": found.user, "fixups": fixups + [f"login: {f}" for f in found.fixups]}
 
 
 @DBOS.step()
-async def secure(node: str, ip: str, user: str) -> None:
-    """Step 7: root with the platform keys, password login off, verified for real."""
+async def secure(node: str, ip: str, user: str) -> list[str]:
+    """Step 7: root with the platform keys, password login off, verified for real.
+    Returns what the node did not have already (its fix-ups)."""
     e = engine()
     e.progress(node, "root access")
     key = asyncssh.read_private_key(e.key_path(node))
+    before = await access.root_state(ip, user, key)
     await access.secure_root(ip, user, key, e.platform_public)
     host_key = await access.verify_root(ip, e.platform[0], time.monotonic() + 60)
     e.progress(node, "root access", host_key=host_key)
+    fixups = []
+    if not before.root_by_key:
+        fixups.append("root_access: root login with the platform keys enabled")
+    if before.password_login:
+        fixups.append("root_access: password login turned off")
+    return fixups
 
 
 @DBOS.step()
-async def drop_node_key(site: str, node: str, ip: str, key_ref: str | None, public: str) -> None:
+async def drop_node_key(
+    site: str, node: str, ip: str, key_ref: str | None, public: str
+) -> list[str]:
     """Step 8: the node key leaves the node, the site and the disk."""
     e = engine()
     e.progress(node, "remove node key")
@@ -273,6 +283,9 @@ async def drop_node_key(site: str, node: str, ip: str, key_ref: str | None, publ
             raise access.AccessError(f"the site still lists key {key_ref}")
     keys.remove(e.key_path(node))
     e.progress(node, "remove node key", key_ref=None)
+    if key_ref is None:
+        return ["key_removal: the site has no key API: removed from the node only"]
+    return []
 
 
 @DBOS.step()
@@ -348,16 +361,17 @@ async def _on_site(site: str, node: str, deployment: str, traits: dict[str, Any]
     e = engine()
     public = await node_key(node)
     key_ref = await register_key(site, node, public)
-    fixups: list[str] = []
-    choice = await select(site, node, traits)
+    selected = await select(site, node, traits)
+    choice = selected["choice"]
+    fixups: list[str] = list(selected["fixups"])
     server = await request(site, node, deployment, choice, key_ref, public)
     floating = needs_floating_ip(site, e.sites.sites[site].profile, e.store) or False
     address = await public_address(site, node, server, floating)
     fixups += address["fixups"]
     found = await login(site, node, address["ip"], choice["image"], key_ref, public)
     fixups += found["fixups"]
-    await secure(node, address["ip"], found["user"])
-    await drop_node_key(site, node, address["ip"], key_ref, public)
+    fixups += await secure(node, address["ip"], found["user"])
+    fixups += await drop_node_key(site, node, address["ip"], key_ref, public)
     return list(dict.fromkeys(fixups))
 
 
