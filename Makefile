@@ -34,6 +34,7 @@ bench: install
 	$(BIN)/python bench/allocate.py
 	$(BIN)/python bench/secure.py
 	$(BIN)/python bench/openstack.py
+	$(BIN)/python bench/conform.py
 
 demo: install
 	$(BIN)/interlock lab up

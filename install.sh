@@ -63,6 +63,10 @@ if [ "${1:-}" != "--no-demo" ]; then
   echo
   $il ls
   echo
+  # Then every lab site scored on behavioural interoperability against the aws site.
+  echo "== interlock conform"
+  $il conform || true
+  echo
   echo "Log in:       .venv/bin/interlock ssh demo-aws-1"
   echo "Release:      .venv/bin/interlock down --all"
   echo "Stop the lab: .venv/bin/interlock lab down"

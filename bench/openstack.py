@@ -14,20 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from interlock_lab import labdir
-from interlock_lab.client import LabClient, resolve_sites
-from interlock_lab.sitefile import builtin_sites
-
-CLOUDS = ("os-aws-like", "os-tenant", "os-misnamed", "os-unlabelled", "os-logins",
-          "os-halfdone", "os-nofloat")  # fmt: skip
+from lablib import OPENSTACK, moved, private_lab
 
 
 def rss_mib(pid: int) -> float:
@@ -41,29 +34,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="interlock-bench-os-", dir="/var/tmp"))
-    os.environ["INTERLOCK_LAB_OPENSTACK_ADDRESS"] = "127.170.0.1"
-    try:
-        files = []
-        for name in CLOUDS:
-            path = work / f"{name}.yaml"
-            path.write_text(builtin_sites()[name].read_text().replace("127.6", "127.17"))
-            files.append(path)
-        lab = LabClient(work / "lab")
-        start = time.monotonic()
-        lab.up(resolve_sites([], files))
+    start = time.monotonic()
+    with private_lab({n: moved(n, "127.6", "127.17") for n in OPENSTACK}) as (work, lab):
         cold = time.monotonic() - start
-        try:
-            status = lab.status()
-            pids = [p for p in labdir.leftover_processes(work / "lab") if p != status["pid"]]
-            memory = sum(rss_mib(p) for p in pids)
-            phases = status["sites"][CLOUDS[0]].get("openstack_start_seconds")
-        finally:
-            lab.down()
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        status = lab.status()
+        pids = [p for p in labdir.leftover_processes(work / "lab") if p != status["pid"]]
+        memory = sum(rss_mib(p) for p in pids)
+        phases = status["sites"][OPENSTACK[0]].get("openstack_start_seconds")
     figures: dict[str, Any] = {
-        "clouds": len(CLOUDS),
+        "clouds": len(OPENSTACK),
         "cold_start_seconds": round(cold, 1),
         "openstack_phases_seconds": phases,
         "openstack_processes": len(pids),

@@ -10,6 +10,7 @@ from rich.markup import escape
 
 from interlock import __version__
 from interlock.commands import register
+from interlock.conform.command import register as register_conform
 from interlock.errors import ExitCode, InterlockError
 
 app = typer.Typer(
@@ -29,6 +30,7 @@ except ImportError:  # the lab is an extra: pip install 'interlock[lab]'
 
 
 register(app)
+register_conform(app)
 
 
 @app.command()

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from interlock.errors import ExitCode, InterlockError
+from interlock.errors import ExitCode, InterlockError, bad_file
 
 
 class Strict(BaseModel):
@@ -144,8 +144,4 @@ def load_sites(path: Path) -> SitesFile:
     try:
         return SitesFile.model_validate(data)
     except ValidationError as e:
-        first = e.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise InterlockError(
-            f"{path}: field '{field}': {first['msg']}", ExitCode.BAD_INPUT
-        ) from None
+        raise bad_file(path, e.errors()) from None

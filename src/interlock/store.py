@@ -59,6 +59,8 @@ class NodeRecord(BaseModel):
     fixups: list[str] = []
     attempts: list[dict[str, str]] = []
     error: str | None = None
+    # When each step began (Unix time), for time-to-SSH-ready and the like.
+    timeline: dict[str, float] = {}
 
 
 class Fact(BaseModel):
@@ -99,7 +101,11 @@ class Store:
     def update(self, name: str, **changes: Any) -> NodeRecord:
         with self._lock:
             row = self._db.execute("SELECT data FROM nodes WHERE name = ?", (name,)).fetchone()
-            node = NodeRecord.model_validate_json(row[0]).model_copy(update=changes)
+            node = NodeRecord.model_validate_json(row[0])
+            step = changes.get("step")
+            if step and step not in node.timeline:
+                changes["timeline"] = {**node.timeline, step: time.time()}
+            node = node.model_copy(update=changes)
             self._db.execute(
                 "UPDATE nodes SET data = ?, updated = ? WHERE name = ?",
                 (node.model_dump_json(), time.time(), name),

@@ -168,6 +168,8 @@ class GroundTruth(Strict):
     """What the interop suite must find on this site, per allocation step."""
 
     steps: dict[StepName, StepVerdict] = {}
+    # The interop suite's verdict per capability of interlock's guideline, as it must come out.
+    capabilities: dict[str, Literal["YES", "PARTIAL", "NO", "NOT RUN"]] = {}
     notes: str = ""
 
 

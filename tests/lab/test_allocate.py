@@ -114,7 +114,7 @@ def test_bad_requests_fail_clearly_and_create_nothing(
 
 
 def test_killed_allocation_resumes_where_it_stopped(lab: Lab, cli: Cli) -> None:
-    # fedora-41 boots for 10 s before sshd answers: the kill lands while step 5 waits.
+    # fedora-41 boots for 20 s before sshd answers: the kill lands while step 5 waits.
     proc = cli.popen("up", "k", "--site", "quirks", "--os", "fedora-41", "--json")
 
     def waiting_for_ssh() -> bool:
@@ -122,7 +122,7 @@ def test_killed_allocation_resumes_where_it_stopped(lab: Lab, cli: Cli) -> None:
         return bool(nodes) and nodes[0]["step"] == "public address" and bool(nodes[0]["public_ip"])
 
     try:
-        wait_for("the allocation to wait for SSH", waiting_for_ssh, timeout=60)
+        wait_for("the allocation to wait for SSH", waiting_for_ssh, timeout=120)
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()

@@ -111,10 +111,10 @@ def test_password_authentication_on_and_off(
 def test_boot_delay_keeps_sshd_silent_until_boot(
     quirks: tuple[Any, asyncssh.SSHKey], boot: Any
 ) -> None:
-    inst = boot("fedora")  # boot_delay: 10 s
+    inst = boot("fedora")  # boot_delay: 20 s
     with pytest.raises((OSError, asyncssh.Error)):
         ssh_run(inst["PublicIpAddress"], "fedora", quirks[1], "true", timeout=2)
-    ssh_ready(inst["PublicIpAddress"])
+    ssh_ready(inst["PublicIpAddress"], timeout=60)
     assert ssh_run(inst["PublicIpAddress"], "fedora", quirks[1], "true").exit_status == 0
 
 

@@ -1,0 +1,52 @@
+"""`interlock conform` on the lab's aws and metal sites: every verdict matches the ground
+truth in the site's file; the reports (JSON, JUnit XML, HTML) and the history hold it."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from interlock_lab.sitefile import builtin_sites, load_site_file
+from tests.lab.conftest import Cli, Lab, outstanding
+
+
+def test_conform_matches_ground_truth_and_reports_it(lab: Lab, cli: Cli, tmp_path: Path) -> None:
+    junit, html = tmp_path / "junit.xml", tmp_path / "html"
+    done = cli("conform", "aws", "metal", "--json", "--junit", str(junit), "--html", str(html))
+    report = json.loads(done.stdout)
+    assert report["schema"] == "interlock-conformance/1" and report["run"]["baseline"] == "aws"
+    for site in ("aws", "metal"):
+        truth = load_site_file(builtin_sites()[site]).ground_truth.capabilities
+        got = {c: v["verdict"] for c, v in report["sites"][site]["capabilities"].items()}
+        assert got == truth, site
+        assert report["sites"][site]["verdict"] == "pass"
+        assert not outstanding(lab, site)  # every conformance node was released
+    metal = report["sites"]["metal"]["capabilities"]
+    assert metal["node-key-removable"]["fixups"] == [
+        "the site has no key API: removed from the node only"
+    ]
+    assert metal["node-key-removable"]["matches_baseline"] is False
+    assert metal["metadata-listable"]["matches_baseline"] is True
+    # JUnit: a suite per site, a case per check; NOT RUN is skipped, never a pass.
+    suites = {s.get("name"): s for s in ET.parse(junit).getroot()}
+    assert set(suites) == {"aws", "metal"}
+    skipped = [c.get("name") for c in suites["aws"] if c.find("skipped") is not None]
+    assert skipped == ["login.consistent_across_images"]
+    # HTML: an index with the matrix and a page per site.
+    assert {p.name for p in html.iterdir()} == {"index.html", "site-aws.html", "site-metal.html"}
+    assert "PARTIAL" in (html / "site-metal.html").read_text()
+    # History and comparison.
+    history = cli.json("conform", "history")
+    assert history[0]["id"] == report["run"]["id"]
+    rows = cli.json("conform", "compare", "aws", "metal")
+    differ = {r["capability"] for r in rows if not r["same"]}
+    assert differ == {"node-key-registration", "root-access", "node-key-removable"}
+
+
+def test_a_bad_guideline_is_one_clear_error(cli: Cli, tmp_path: Path) -> None:
+    bad = tmp_path / "g.yaml"
+    bad.write_text("schema: 1\nid: g\nstatus: approved\ncapabilities: []\n")
+    done = cli("conform", "aws", "--guideline", str(bad), check=False)
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith(f"error: {bad}: field 'capabilities'")
