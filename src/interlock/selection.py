@@ -100,6 +100,7 @@ def selection_fixups(meta: Metadata, choice: Choice) -> list[str]:
         if (says_public and not usable_out) or (says_private and n.role == "public"):
             out.append(f"selection: network {n.name!r} is {n.role} whatever its name says")
     bootable = [n for n in meta.networks if n.role in ("public", "private")]
-    if choice.network is not None and len(bootable) > 1 and "router" in choice.network.evidence:
-        out.append(f"selection: network {choice.network.name} told apart by its router")
+    chosen = choice.network
+    if chosen is not None and len(bootable) > 1 and chosen.evidence.startswith("router "):
+        out.append(f"selection: network {chosen.name} told apart by its router")
     return out

@@ -135,8 +135,12 @@ def junit(report: dict[str, Any]) -> str:
 
 CSS = """body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;
-vertical-align:top}th{background:#f4f4f4}.YES{background:#dff5df}.PARTIAL{background:#fff4cc}
-.NO{background:#fadcdc}.NOT\\ RUN,.ERROR{background:#eee}code{font-size:12px}"""
+vertical-align:top}th{background:#f4f4f4}.v-YES{background:#dff5df}.v-PARTIAL{background:#fff4cc}
+.v-NO{background:#fadcdc}.v-NOT-RUN,.v-ERROR{background:#eee}code{font-size:12px}"""
+
+
+def css_class(verdict: str) -> str:
+    return "v-" + verdict.replace(" ", "-")
 
 
 def _page(title: str, body: str) -> str:
@@ -155,7 +159,7 @@ def write_html(report: dict[str, Any], out: Path) -> Path:
     rows = []
     for cid, meta in report["capabilities"].items():
         cells = "".join(
-            f"<td class='{e(c['verdict'])}'>{e(cell(c))}</td>"
+            f"<td class='{css_class(c['verdict'])}'>{e(cell(c))}</td>"
             for c in (report["sites"][s]["capabilities"][cid] for s in sites)
         )
         rows.append(f"<tr><th title='{e(meta['description'])}'>{e(cid)} ({e(meta['status'])})"
@@ -177,8 +181,9 @@ def write_html(report: dict[str, Any], out: Path) -> Path:
                  "<th>expected</th></tr>"]  # fmt: skip
         for cid, cap in data["capabilities"].items():
             for c in cap["checks"]:
+                verdict = f"<td class='{css_class(cap['verdict'])}'>{e(cell(cap))}</td>"
                 parts.append(
-                    f"<tr><td>{e(cid)}</td><td class='{e(cap['verdict'])}'>{e(cell(cap))}</td>"
+                    f"<tr><td>{e(cid)}</td>{verdict}"
                     f"<td>{e(c['name'])}<br><code>{e(c['uuid'])}</code></td>"
                     f"<td>{e(c['status'])}</td><td>{e(c['observed'])}</td>"
                     f"<td>{e(c['expected'])}</td></tr>"

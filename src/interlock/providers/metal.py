@@ -2,8 +2,9 @@
 
 A metal site has no key API and no floating IPs: a request is an atomic claim of
 a free machine that matches, a one-time network boot (a fresh install) and power
-on; release powers off and returns the machine. Root on a fresh install is
-reached with the pool's key (the provider's bootstrap), as Packet did.
+on; release powers off and returns the machine, marked for a fresh install. Root
+on a fresh install is reached with the pool's key (the provider's bootstrap), as
+Packet did.
 """
 
 from __future__ import annotations
@@ -174,4 +175,9 @@ class MetalProvider:
             system.refresh()
             if system.power_state != sushy.PowerState.OFF:
                 system.reset_system(sushy.ResetType.FORCE_OFF)
+            # Returned to the pool marked for a fresh install: whoever powers it on next
+            # gets the pool's image and key, not the last user's node.
+            system.set_system_boot_options(
+                sushy.BootSource.PXE, enabled=sushy.BootSourceOverrideEnabled.ONCE
+            )
         self.store.unclaim(self.site, server_id)
