@@ -92,6 +92,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             HERE / "noeip.yaml",
             HERE / "broken.yaml",
             HERE / "flaky.yaml",
+            HERE / "userquirks.yaml",
         ],
     )
     client.up(specs)

@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from interlock_lab.sitefile import builtin_sites, load_site_file
-from tests.lab.conftest import Cli, Lab, outstanding
+from tests.lab.conftest import HERE, Cli, Lab, outstanding
 
 
 def test_conform_matches_ground_truth_and_reports_it(lab: Lab, cli: Cli, tmp_path: Path) -> None:
@@ -50,3 +50,14 @@ def test_a_bad_guideline_is_one_clear_error(cli: Cli, tmp_path: Path) -> None:
     done = cli("conform", "aws", "--guideline", str(bad), check=False)
     assert done.returncode == 2
     assert done.stderr.strip().startswith(f"error: {bad}: field 'capabilities'")
+
+
+def test_a_users_own_site_file_gets_its_verdicts_without_code(lab: Lab, cli: Cli) -> None:
+    done = cli("conform", "userquirks", "--baseline", "", "--json")
+    report = json.loads(done.stdout)
+    truth = load_site_file(HERE / "userquirks.yaml").ground_truth.capabilities
+    got = {c: v["verdict"] for c, v in report["sites"]["userquirks"]["capabilities"].items()}
+    assert got == truth
+    login = report["sites"]["userquirks"]["capabilities"]["login-discoverable"]["fixups"]
+    assert any('root redirected to "vendor"' in f for f in login), login
+    assert report["run"]["baseline"] is None
