@@ -213,8 +213,12 @@ def test_keys_and_find_by_tag(api: requests_mock.Mocker, clouds: Path) -> None:
     )
     assert p.register_key("interlock-web-1", "ssh-ed25519 AAAA x") == "interlock-web-1"
     assert api.request_history[-1].json()["keypair"]["public_key"] == "ssh-ed25519 AAAA x"
+    api.get(
+        f"{NOVA}/os-keypairs/interlock-web-1",
+        json={"keypair": {"name": "interlock-web-1", "public_key": "ssh-ed25519 AAAA x"}},
+    )
+    assert p.key_exists("interlock-web-1")
     api.get(f"{NOVA}/os-keypairs/interlock-web-1", **error("nova-not-found"))
-    api.get(f"{NOVA}/os-keypairs", json={"keypairs": []})
     assert not p.key_exists("interlock-web-1")
     listing = {"servers": [recorded("server-active")["server"]]}
     api.get(f"{NOVA}/servers/detail", json=listing)

@@ -243,7 +243,11 @@ class OpenstackProvider:
         self._call(self.conn.compute.delete_keypair, ref, ignore_missing=True)
 
     def key_exists(self, ref: str) -> bool:
-        return self._call(self.conn.compute.find_keypair, ref, ignore_missing=True) is not None
+        try:
+            self._call(self.conn.compute.get_keypair, ref)
+        except NotFoundError:
+            return False
+        return True
 
     # -- servers -------------------------------------------------------------
 
@@ -333,10 +337,11 @@ class OpenstackProvider:
         self._call(self.conn.network.delete_ip, ref, ignore_missing=True)
 
     def delete_node(self, server_id: str) -> None:
+        try:
+            server = self._call(self.conn.compute.get_server, server_id)
+        except NotFoundError:
+            return
         with self._mapped():
-            server = self.conn.compute.find_server(server_id, ignore_missing=True)
-            if server is None:
-                return
             self.conn.compute.delete_server(server, ignore_missing=True)
             # Gone means gone: its ports (and so any floating IP binding) go with it.
             self.conn.compute.wait_for_delete(server, interval=0.5, wait=300)
