@@ -30,7 +30,7 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     texts = {n: moved(n, "127.6", "127.18") for n in OPENSTACK}
-    for name, pool in (("aws", "127.180.0.0/16"), ("metal", "127.181.0.0/24")):
+    for name, pool in (("aws", "127.190.0.0/16"), ("metal", "127.191.0.0/24")):
         site = yaml.safe_load(moved(name, "", ""))
         site["public"]["pool"] = pool
         texts[name] = yaml.safe_dump(site)
