@@ -13,6 +13,12 @@ from tests.lab.conftest import HERE, Cli, Lab, outstanding
 
 def test_conform_matches_ground_truth_and_reports_it(lab: Lab, cli: Cli, tmp_path: Path) -> None:
     junit, html = tmp_path / "junit.xml", tmp_path / "html"
+    # A machine in use by somebody else (here: the user's own deployment, in another home
+    # than conform's) is never claimed, and so never powered off, by the conformance run.
+    (held,) = cli.json("up", "held", "--site", "metal", "--os", "ubuntu-24.04")
+    assert held["status"] == "ready"
+    machines = lab.state["sites"]["metal"]["machines"]
+    held_machine = next(m["name"] for m in machines if m["public_ip"] == held["public_ip"])
     done = cli("conform", "aws", "metal", "--json", "--junit", str(junit), "--html", str(html))
     report = json.loads(done.stdout)
     assert report["schema"] == "interlock-conformance/1" and report["run"]["baseline"] == "aws"
@@ -21,7 +27,10 @@ def test_conform_matches_ground_truth_and_reports_it(lab: Lab, cli: Cli, tmp_pat
         got = {c: v["verdict"] for c, v in report["sites"][site]["capabilities"].items()}
         assert got == truth, site
         assert report["sites"][site]["verdict"] == "pass"
-        assert not outstanding(lab, site)  # every conformance node was released
+        # Every conformance node was released; the held node is the only one left.
+        servers = [e["rid"] for e in outstanding(lab, site) if e["kind"] == "server"]
+        assert servers == ([] if site == "aws" else [held_machine])
+    assert cli("ssh", "held-1", "--", "id -u").stdout.strip() == "0"
     metal = report["sites"]["metal"]["capabilities"]
     assert metal["node-key-removable"]["fixups"] == [
         "the site has no key API: removed from the node only"

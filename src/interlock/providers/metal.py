@@ -88,6 +88,12 @@ class MetalProvider:
         with self._mapped():
             return self._bmc().get_system(f"{self._bmc().get_system_collection().path}/{uuid}")
 
+    def _powered_on(self, uuid: str) -> bool:
+        system = self._system(uuid)
+        with self._mapped():
+            system.refresh()
+        return bool(system.power_state != sushy.PowerState.OFF)
+
     def metadata(self) -> Metadata:
         flavors = {flavor_of(m).id: flavor_of(m) for m in self.machines.values()}
         images = {
@@ -131,6 +137,9 @@ class MetalProvider:
             for uuid, m in self.machines.items()
             if flavor_of(m).id == request.flavor.id and image_of(m).id == request.image.id
         ]
+        # The claim is atomic among this store's users; the BMC's power state is what
+        # everyone sees: a machine that is on is somebody's (another home, another tool).
+        fitting = [uuid for uuid in fitting if not self._powered_on(uuid)]
         machine = self.store.claim(self.site, fitting, request.name)
         if machine is None:
             raise QuotaError(
