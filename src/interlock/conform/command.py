@@ -81,7 +81,11 @@ def conform(
     if as_json:
         print(json.dumps(data, indent=2))
     else:
-        out.print(report.matrix(data))
+        # Wide enough for every site side by side, even when the output is not a terminal.
+        wide = out if out.is_terminal else Console(width=max(120, 30 + 14 * len(names)))
+        wide.print(report.matrix(data))
+        for note in report.fixup_notes(data):
+            wide.print(f"  {note}", highlight=False, markup=False)
         out.print(f"run {run.id}; HTML report: {index}")
     if any(s["verdict"] != "pass" for s in data["sites"].values()):
         raise typer.Exit(int(ExitCode.FAILURE))

@@ -79,27 +79,43 @@ STYLE = {"YES": "green", "PARTIAL": "yellow", "NO": "red", "NOT RUN": "dim", "ER
 
 
 def matrix(report: dict[str, Any]) -> Table:
+    """Capabilities by sites, one word a cell (≠ marks a verdict unlike the baseline's);
+    the fix-ups behind each PARTIAL are listed under the table (see `fixup_notes`)."""
     sites = list(report["sites"])
     baseline = report["run"]["baseline"]
     table = Table(title=f"{report['run']['guideline']} (baseline: {baseline or 'none'})")
-    table.add_column("capability")
+    table.add_column("capability", no_wrap=True)
     for s in sites:
-        table.add_column(s + (" (baseline)" if s == baseline else ""), overflow="fold")
+        table.add_column(s + (" (baseline)" if s == baseline else ""), no_wrap=True)
     for cid, meta in report["capabilities"].items():
         row = [f"{cid}{' *' if meta['status'] == 'required' else ''}"]
         for s in sites:
             cap = report["sites"][s]["capabilities"][cid]
-            row.append(f"[{STYLE[cap['verdict']]}]{html.escape(cell(cap), quote=False)}[/]")
+            mark = " ≠" if cap["matches_baseline"] is False else ""
+            row.append(f"[{STYLE[cap['verdict']]}]{cap['verdict']}{mark}[/]")
         table.add_row(*row)
     table.add_row(
         "site verdict",
-        *(
-            f"[bold]{report['sites'][s]['verdict'].upper()}[/] ({report['sites'][s]['seconds']} s)"
-            for s in sites
-        ),
+        *(f"[bold]{report['sites'][s]['verdict'].upper()}[/]" for s in sites),
     )
-    table.caption = "* required: a site passes when every required capability is YES or PARTIAL"
+    table.caption = (
+        "* required: a site passes when every required capability is YES or PARTIAL;"
+        " ≠ differs from the baseline"
+    )
     return table
+
+
+def fixup_notes(report: dict[str, Any]) -> list[str]:
+    """'site, capability: [PARTIAL, fix-up; fix-up]' for every PARTIAL, and why for every NO."""
+    notes = []
+    for site, data in report["sites"].items():
+        for cid, cap in data["capabilities"].items():
+            if cap["verdict"] == "PARTIAL":
+                notes.append(f"{site}, {cid}: {cell(cap)}")
+            elif cap["verdict"] == "NO":
+                why = next((c["observed"] for c in cap["checks"] if c["status"] == "fail"), "")
+                notes.append(f"{site}, {cid}: [NO, {why}]")
+    return notes
 
 
 def junit(report: dict[str, Any]) -> str:

@@ -74,7 +74,14 @@ class Observation:
         return PROGRESS.get(where, "request")
 
     def error(self) -> str:
-        return self.refused or (self.node.error if self.node else "") or ""
+        """Why the site's attempt failed, in one line ("" if it did not)."""
+        if self.refused:
+            return self.refused
+        if self.node is None or self.node.status == "ready":
+            return ""
+        if self.node.attempts:
+            return self.node.attempts[-1]["why"]
+        return self.node.error or ""
 
 
 def isinstance_nomatch(message: str) -> bool:
