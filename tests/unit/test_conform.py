@@ -100,3 +100,23 @@ def test_reports_carry_every_verdict(tmp_path: Path) -> None:
     assert xml.count("<testsuite ") == 2 and "<failure" in xml
     index = write_html(data, tmp_path)
     assert "site-b.html" in index.read_text() and (tmp_path / "site-b.html").exists()
+
+
+def test_results_keep_history_and_compare_runs_and_sites(tmp_path: Path) -> None:
+    from interlock.conform.results import Results, compare
+
+    store = Results(tmp_path / "r.sqlite")
+    ok = Observation("a", node=node(status="ready"), released={"server": None, "site_key": False})
+    bad = Observation("a", refused="a: no image of x", refused_step="selection")
+    for run_id, started, obs in (("r1", 1.0, ok), ("r2", 2.0, bad)):
+        run = Run(run_id, started, G, None, {"a": obs}, {"a": grade(G, obs)})
+        store.save(as_dict(run))
+    assert [r["id"] for r in store.history()] == ["r2", "r1"]
+    assert store.get("latest")["run"]["id"] == "r2"
+    rows = compare(("r1", store.get("r1")["sites"]["a"]), ("r2", store.get("r2")["sites"]["a"]))
+    changed = {r["capability"]: (r["r1"], r["r2"]) for r in rows if not r["same"]}
+    assert changed["selectable-by-traits"] == ("YES", "NO")
+    assert changed["node-request"] == ("YES", "NOT RUN")
+    with pytest.raises(InterlockError) as e:
+        store.get("r9")
+    assert e.value.code == ExitCode.NOT_RUNNING
