@@ -75,8 +75,14 @@ class Store:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(SCHEMA)
+        # Only the first opener sets WAL and the schema: done again while another process
+        # writes (`interlock ls` during `interlock up`), either can fail at once with
+        # "database is locked" (SQLite skips the busy handler for them).
+        if self._db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            self._db.execute("PRAGMA journal_mode=WAL")
+        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master")}
+        if not {"nodes", "facts", "claims"} <= tables:
+            self._db.executescript(SCHEMA)
         self._lock = threading.Lock()
 
     def _q(self, sql: str, *args: Any) -> list[Any]:
