@@ -37,11 +37,15 @@ def test_conform_matches_ground_truth_and_reports_it(lab: Lab, cli: Cli, tmp_pat
     ]
     assert metal["node-key-removable"]["matches_baseline"] is False
     assert metal["metadata-listable"]["matches_baseline"] is True
-    # JUnit: a suite per site, a case per check; NOT RUN is skipped, never a pass.
+    # JUnit: a suite per site, a case per check (here every one ran: none skipped).
     suites = {s.get("name"): s for s in ET.parse(junit).getroot()}
     assert set(suites) == {"aws", "metal"}
-    skipped = [c.get("name") for c in suites["aws"] if c.find("skipped") is not None]
-    assert skipped == ["login.consistent_across_images"]
+    checks = sum(len(c["checks"]) for c in report["sites"]["aws"]["capabilities"].values())
+    assert len(list(suites["aws"])) == checks and suites["aws"].get("skipped") == "0"
+    # aws has two Ubuntu versions: both were allocated, and both log in as ubuntu.
+    consistent = report["sites"]["aws"]["capabilities"]["login-consistent"]["checks"][0]
+    assert set(consistent["evidence"]["logins"].values()) == {"ubuntu"}
+    assert len(consistent["evidence"]["logins"]) == 2
     # HTML: an index with the matrix and a page per site.
     assert {p.name for p in html.iterdir()} == {"index.html", "site-aws.html", "site-metal.html"}
     assert "PARTIAL" in (html / "site-metal.html").read_text()

@@ -20,7 +20,13 @@ from interlock.errors import ExitCode, InterlockError, bad_file
 from interlock.model import Traits
 
 CheckKind = Literal[
-    "step", "selected", "post-provisioning", "released", "ssh-ready", "not-implemented"
+    "step",
+    "selected",
+    "login-consistent",
+    "post-provisioning",
+    "released",
+    "ssh-ready",
+    "not-implemented",
 ]
 DEFAULT = "2026.11"
 

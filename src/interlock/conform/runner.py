@@ -22,7 +22,9 @@ from interlock.allocate import access, workflow
 from interlock.allocate.workflow import Engine
 from interlock.conform.guideline import Capability, Check, Guideline
 from interlock.errors import InterlockError
+from interlock.model import Traits
 from interlock.providers.base import ProviderError
+from interlock.providers.normalize import version_matches
 from interlock.selection import NoMatch
 from interlock.store import NodeRecord, Store
 
@@ -60,6 +62,9 @@ class Observation:
     refused_step: str | None = None
     post: dict[str, Any] | None = None
     released: dict[str, Any] | None = None
+    # The login account of each other version of the requested distribution (None: that
+    # node did not come up), beside the requested one's.
+    logins: dict[str, str | None] = field(default_factory=dict)
     seconds: float = 0.0
 
     def failed_step(self) -> str | None:
@@ -142,6 +147,17 @@ def judge(check: Check, obs: Observation) -> CheckResult:
         if fixups:
             return CheckResult(check, "fixup", "; ".join(fixups), expected, fixups=fixups)
         return CheckResult(check, "pass", "worked as is", expected)
+    if check.kind == "login-consistent":
+        expected = "one login account for every image of the distribution"
+        if node is None or node.login_user is None:
+            return CheckResult(check, "not-run", "the requested node never logged in", expected)
+        users = {f"{node.image}": node.login_user}
+        users.update({v: u for v, u in obs.logins.items() if u is not None})
+        shown = "; ".join(f"{k}: {u}" for k, u in users.items())
+        if len(users) == 1 and None in obs.logins.values():
+            return CheckResult(check, "not-run", "the other images' nodes failed", expected)
+        status: Status = "pass" if len(set(users.values())) == 1 else "fail"
+        return CheckResult(check, status, shown, expected, evidence={"logins": users})
     if check.kind == "post-provisioning":
         if obs.post is None:
             return CheckResult(check, "not-run", "no node to look at", "boot-finished, hostname")
@@ -168,8 +184,8 @@ def judge(check: Check, obs: Observation) -> CheckResult:
         if "login" not in times or "request" not in times:
             return CheckResult(check, "not-run", "never answered SSH", f"≤ {limit:g} s")
         took = round(times["login"] - times["request"], 2)
-        status: Status = "pass" if took <= limit else "fail"
-        return CheckResult(check, status, f"{took} s", f"≤ {limit:g} s", seconds=took)
+        timed: Status = "pass" if took <= limit else "fail"
+        return CheckResult(check, timed, f"{took} s", f"≤ {limit:g} s", seconds=took)
     return CheckResult(check, "error", f"unknown check kind {check.kind}", "-")
 
 
@@ -239,8 +255,9 @@ async def observe(e: Engine, site: str, guideline: Guideline) -> Observation:
     deployment = f"conform-{site}"
     start = time.monotonic()
 
+    traits = guideline.request.traits()
+    others = asyncio.ensure_future(_other_versions(e, site, traits))
     try:
-        traits = guideline.request.traits()
         nodes = await deploy.up(e, deployment, 1, [site], traits, lambda _: None)
     except NoMatch as err:
         obs.refused, obs.refused_step = str(err), "selection"
@@ -253,8 +270,39 @@ async def observe(e: Engine, site: str, guideline: Guideline) -> Observation:
         if obs.node.status == "ready" and obs.node.public_ip:
             obs.post = await _post_provisioning(obs.node.public_ip, e.platform[0])
         obs.released = await _release(e, deployment, site, obs.node.name)
+    obs.logins = await others
     obs.seconds = round(time.monotonic() - start, 2)
     return obs
+
+
+async def _other_versions(e: Engine, site: str, traits: Traits) -> dict[str, str | None]:
+    """A node of every other version of the requested distribution, at once: its login
+    account (for login consistency), then released."""
+    try:
+        meta = await e.metadata(site)
+    except ProviderError:
+        return {}
+    versions = sorted(
+        {
+            i.version
+            for i in meta.images
+            if i.distro == traits.distro
+            and i.arch == traits.arch
+            and not version_matches(traits.version, i.version)
+        }
+    )
+
+    async def one(version: str) -> tuple[str, str | None]:
+        deployment = f"conform-{site}-v{version.replace('.', '-')}"
+        wanted = traits.model_copy(update={"os": f"{traits.distro}-{version}"})
+        try:
+            (node,) = await deploy.up(e, deployment, 1, [site], wanted, lambda _: None)
+        except InterlockError:
+            return f"{traits.distro}-{version}", None
+        await deploy.down(e, deployment)
+        return node.image or version, node.login_user if node.status == "ready" else None
+
+    return dict(await asyncio.gather(*(one(v) for v in versions)))
 
 
 async def _post_provisioning(ip: str, platform_key: Path) -> dict[str, Any]:
