@@ -277,7 +277,9 @@ def _live(e: Engine, start: Any, as_json: bool) -> list[NodeRecord]:
                     state = f"{n.status}:{n.step}"
                     if seen.get(n.name) != state and not as_json:
                         err.print(
-                            f"{n.name} [{n.site or '-'}] {n.status} {n.step}", highlight=False
+                            f"{n.name} [{n.site or '-'}] {n.status} {n.step}",
+                            highlight=False,
+                            markup=False,  # "[aws]" is the site, not a rich style
                         )
                     seen[n.name] = state
 
