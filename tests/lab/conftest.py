@@ -6,19 +6,24 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import queue
+import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import asyncssh
 import boto3
 import pytest
 import yaml
+from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_exponential
 
+from interlock.allocate import access
 from interlock_lab import labdir
 from interlock_lab.client import LabClient, resolve_sites
 from interlock_lab.sitefile import builtin_sites
@@ -45,15 +50,43 @@ def site_copy(name: str, dest: Path, **changes: Any) -> Path:
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    """Poll `check` until it returns something truthy (a deadline, not a sleep)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+    """Until `check` returns something truthy, with a deadline (tenacity backs off)."""
+    try:
+        return Retrying(
+            retry=retry_if_result(lambda result: not result),
+            stop=stop_after_delay(timeout),
+            wait=wait_exponential(multiplier=0.02, max=0.5),
+        )(check)
+    except RetryError:
+        raise AssertionError(f"timed out waiting for {what}") from None
+
+
+class Lines:
+    """A process's output, line by line as it comes (a reader thread), to wait on."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def wait(self, pattern: str, timeout: float) -> str:
+        """The first line matching `pattern`; fails at the deadline or if the output ends."""
+        deadline = time.monotonic() + timeout
+        seen: list[str] = []
+        while True:
+            try:
+                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no line matching {pattern!r} in {timeout:g} s") from None
+            if line is None:
+                raise AssertionError(f"output ended before a line matching {pattern!r}: {seen}")
+            if re.search(pattern, line):
+                return line
+            seen = [*seen[-5:], line]
 
 
 class Lab:
@@ -131,21 +164,8 @@ def ssh_run(
 
 
 def ssh_ready(host: str, timeout: float = 30.0) -> None:
-    """Wait until `host` answers with an SSH banner."""
-
-    async def banner() -> bool:
-        try:
-            r, w = await asyncio.wait_for(asyncio.open_connection(host, 22), 2)
-        except (OSError, TimeoutError):
-            return False
-        try:
-            line = await asyncio.wait_for(r.readline(), 2)
-        except (OSError, TimeoutError):
-            line = b""
-        w.close()
-        return line.startswith(b"SSH-2.0")
-
-    wait_for(f"ssh on {host}", lambda: asyncio.run(banner()), timeout)
+    """Wait until `host` answers with an SSH banner (interlock's own step-5 check)."""
+    asyncio.run(access.wait_for_ssh(host, time.monotonic() + timeout))
 
 
 class Cli:

@@ -10,7 +10,7 @@ from typing import Any
 import asyncssh
 import pytest
 
-from tests.lab.conftest import Cli, Lab, outstanding, wait_for
+from tests.lab.conftest import Cli, Lab, Lines, outstanding
 
 
 def password_refused(ip: str) -> bool:
@@ -114,15 +114,12 @@ def test_bad_requests_fail_clearly_and_create_nothing(
 
 
 def test_killed_allocation_resumes_where_it_stopped(lab: Lab, cli: Cli) -> None:
-    # fedora-41 boots for 20 s before sshd answers: the kill lands while step 5 waits.
-    proc = cli.popen("up", "k", "--site", "quirks", "--os", "fedora-41", "--json")
-
-    def waiting_for_ssh() -> bool:
-        nodes = cli.json("ls")
-        return bool(nodes) and nodes[0]["step"] == "public address" and bool(nodes[0]["public_ip"])
-
+    # fedora-41 boots for 20 s before sshd answers: the kill lands while step 5 waits,
+    # as soon as `up` reports (on stderr, as it goes) that the node is in step 5.
+    proc = cli.popen("up", "k", "--site", "quirks", "--os", "fedora-41")
+    assert proc.stderr is not None
     try:
-        wait_for("the allocation to wait for SSH", waiting_for_ssh, timeout=120)
+        Lines(proc.stderr).wait(r"^k-1 \[quirks\] allocating public address", timeout=120)
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
