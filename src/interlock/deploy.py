@@ -108,15 +108,7 @@ async def down(e: Engine, deployment: str | None) -> list[str]:
 
     async def release(n: NodeRecord) -> str:
         if n.site:
-            provider = e.site(n.site).provider
-            if n.public_ip_ref:
-                await e.call(n.site, provider.release_public_ip, n.public_ip_ref)
-            server = n.server_id or await e.call(n.site, provider.find_node, n.name)
-            if server:
-                await e.call(n.site, provider.delete_node, server)
-            ref = f"interlock-{n.name}"
-            if await e.call(n.site, provider.key_exists, ref):
-                await e.call(n.site, provider.delete_key, ref)
+            await e.release(n.site, n.name)
         keys.remove(e.key_path(n.name))
         e.store.forget(n.name)
         return n.name

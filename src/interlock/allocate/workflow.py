@@ -34,6 +34,11 @@ T = TypeVar("T")
 OWNER = "interlock"
 
 
+def site_key_ref(node: str) -> str:
+    """The name a node's key is registered under at its site."""
+    return f"interlock-{node}"
+
+
 @dataclass
 class SiteRuntime:
     provider: Provider
@@ -89,6 +94,22 @@ class Engine:
         """When a node's SSH work on `site` gives up (the site's ssh_timeout from now)."""
         return time.monotonic() + self.sites.sites[site].limits.ssh_timeout
 
+    async def release(self, site: str, node: str) -> None:
+        """Release what `node` holds on `site`: floating IP, server, site key. Repeatable:
+        what is gone already is skipped (used by rollback and by `interlock down`)."""
+        record = self.store.get(node)
+        provider = self.site(site).provider
+        if record and record.public_ip_ref:
+            await self.call(site, provider.release_public_ip, record.public_ip_ref)
+        server = (record.server_id if record else None) or await self.call(
+            site, provider.find_node, node
+        )
+        if server:
+            await self.call(site, provider.delete_node, server)
+        ref = site_key_ref(node)
+        if await self.call(site, provider.key_exists, ref):
+            await self.call(site, provider.delete_key, ref)
+
     def key_path(self, node: str) -> Path:
         return self.home / "keys" / node
 
@@ -142,7 +163,7 @@ async def register_key(site: str, node: str, public: str) -> str | None:
     """Step 1b: register the node key with the site (None: the site has no key API)."""
     e = engine()
     provider = e.site(site).provider
-    ref = f"interlock-{node}"
+    ref = site_key_ref(node)
     if await e.call(site, provider.key_exists, ref):
         return ref
     got = await e.call(site, provider.register_key, ref, public)
@@ -292,16 +313,7 @@ async def drop_node_key(
 async def rollback(site: str, node: str) -> None:
     """Release what this attempt created on `site`: server, floating IP, site key."""
     e = engine()
-    record = e.store.get(node)
-    provider = e.site(site).provider
-    server = (record.server_id if record else None) or await e.call(site, provider.find_node, node)
-    if record and record.public_ip_ref:
-        await e.call(site, provider.release_public_ip, record.public_ip_ref)
-    if server:
-        await e.call(site, provider.delete_node, server)
-    ref = f"interlock-{node}"
-    if await e.call(site, provider.key_exists, ref):
-        await e.call(site, provider.delete_key, ref)
+    await e.release(site, node)
     e.progress(
         node,
         "rolled back",

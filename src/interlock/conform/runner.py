@@ -321,7 +321,7 @@ async def _release(e: Engine, deployment: str, site: str, name: str) -> dict[str
     await deploy.down(e, deployment)
     provider = e.site(site).provider
     server = await e.call(site, provider.find_node, name)
-    key = await e.call(site, provider.key_exists, f"interlock-{name}")
+    key = await e.call(site, provider.key_exists, workflow.site_key_ref(name))
     return {"server": server, "site_key": key}
 
 
