@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # public: boot here, the address is reachable; private: boot here, a floating IP is needed;
 # external-usable / -unusable: floating IPs come (or cannot come) from here; never booted on.
+# The eight allocation steps (see DESIGN.md), by the names fix-ups, site files' ground
+# truth and the interop suite use.
+StepName = Literal[
+    "node_key",
+    "metadata",
+    "selection",
+    "request",
+    "public_address",
+    "login",
+    "root_access",
+    "key_removal",
+]
+STEPS: tuple[str, ...] = get_args(StepName)
+
 NetworkRole = Literal["public", "private", "external-usable", "external-unusable"]
 
 

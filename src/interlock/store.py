@@ -59,6 +59,7 @@ class NodeRecord(BaseModel):
     fixups: list[str] = []
     attempts: list[dict[str, str]] = []
     error: str | None = None
+    failed_step: str | None = None  # where the last attempt failed (a StepName)
     # When each step began (Unix time), for time-to-SSH-ready and the like.
     timeline: dict[str, float] = {}
 

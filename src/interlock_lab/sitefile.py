@@ -11,7 +11,7 @@ import ipaddress
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -24,23 +24,13 @@ from pydantic import (
     model_validator,
 )
 
+from interlock.model import StepName
+
 LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
 METAL_FIRST_HOST = 10  # metal machines' fixed addresses start at this host index
 Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,30}$")]
 Seconds = Annotated[float, Field(ge=0, le=600)]
 StepVerdict = Literal["works", "fixup", "fails"]
-# The eight allocation steps (see DESIGN.md), as the interop suite names them.
-StepName = Literal[
-    "node_key",
-    "metadata",
-    "selection",
-    "request",
-    "public_address",
-    "login",
-    "root_access",
-    "key_removal",
-]
-STEPS: tuple[str, ...] = get_args(StepName)
 
 
 class SiteFileError(Exception):

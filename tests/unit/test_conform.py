@@ -64,8 +64,8 @@ def test_a_clean_run_is_yes_and_fixups_make_partial_with_their_names() -> None:
 
 
 def test_a_failed_step_is_no_and_what_follows_is_not_run_never_a_pass() -> None:
-    failed = node(status="failed", attempts=[{"site": "s", "result": "failed",
-                  "why": "public address: s: quota"}])  # fmt: skip
+    attempt = {"site": "s", "result": "failed", "why": "public address: s: quota"}
+    failed = node(status="failed", failed_step="public_address", attempts=[attempt])
     obs = Observation("s", node=failed, released={"server": None, "site_key": False})
     v = verdicts(obs)
     assert v["node-request"] == "YES" and v["public-address"] == "NO"

@@ -27,7 +27,7 @@ from interlock.model import Choice, Metadata, Traits
 from interlock.profiles import login_candidates, needs_floating_ip
 from interlock.providers import make_provider
 from interlock.providers.base import NodeRequest, Provider, QuotaError, TransientError
-from interlock.selection import choose, selection_fixups
+from interlock.selection import NoMatch, choose, selection_fixups
 from interlock.store import Store
 
 T = TypeVar("T")
@@ -342,13 +342,17 @@ async def allocate(node: str, deployment: str, sites: list[str], traits: dict[st
     e = engine()
     attempts: list[dict[str, str]] = []
     for site in sites:
-        e.progress(node, "start", site=site, status="allocating", fixups=[], error=None)
+        e.progress(
+            node, "start", site=site, status="allocating", fixups=[], error=None, failed_step=None
+        )
         async with e.site(site).slots:
             try:
                 fixups = await _on_site(site, node, deployment, traits)
             except Exception as err:  # every failure rolls back this site's attempt
                 record = e.store.get(node)
-                why = f"{record.step if record else 'start'}: {_one_line(err)}"
+                where = record.step if record else "start"
+                why = f"{where}: {_one_line(err)}"
+                e.store.update(node, failed_step=_step_of(where, err))
                 try:
                     await rollback(site, node)
                 except Exception as left:  # what stays is on record: `interlock down` retries
@@ -385,6 +389,24 @@ async def _on_site(site: str, node: str, deployment: str, traits: dict[str, Any]
     fixups += await secure(node, address["ip"], found["user"])
     fixups += await drop_node_key(site, node, address["ip"], key_ref, public)
     return list(dict.fromkeys(fixups))
+
+
+# Which of the eight steps each progress stage is (select covers steps 2 and 3).
+STAGES = {
+    "start": "node_key",
+    "node key": "node_key",
+    "request": "request",
+    "public address": "public_address",
+    "login": "login",
+    "root access": "root_access",
+    "remove node key": "key_removal",
+}
+
+
+def _step_of(stage: str, err: BaseException) -> str:
+    if stage == "select":
+        return "selection" if isinstance(err, NoMatch) else "metadata"
+    return STAGES.get(stage, "request")
 
 
 def _one_line(err: BaseException) -> str:

@@ -22,32 +22,12 @@ from interlock.allocate import access, workflow
 from interlock.allocate.workflow import Engine
 from interlock.conform.guideline import Capability, Check, Guideline
 from interlock.errors import InterlockError
-from interlock.model import Traits
+from interlock.model import STEPS, Traits
 from interlock.providers.base import ProviderError
 from interlock.providers.normalize import version_matches
 from interlock.selection import NoMatch
 from interlock.store import NodeRecord, Store
 
-STEPS = (
-    "node_key",
-    "metadata",
-    "selection",
-    "request",
-    "public_address",
-    "login",
-    "root_access",
-    "key_removal",
-)
-# The workflow's progress names, as steps of the guideline.
-PROGRESS = {
-    "start": "node_key",
-    "node key": "node_key",
-    "request": "request",
-    "public address": "public_address",
-    "login": "login",
-    "root access": "root_access",
-    "remove node key": "key_removal",
-}
 Status = Literal["pass", "fixup", "fail", "not-run", "error", "waived"]
 Verdict = Literal["YES", "PARTIAL", "NO", "NOT RUN", "ERROR"]
 
@@ -72,11 +52,7 @@ class Observation:
             return self.refused_step
         if self.node is None or self.node.status == "ready":
             return None
-        last = self.node.attempts[-1]["why"] if self.node.attempts else self.node.error or ""
-        where, _, why = last.partition(": ")
-        if where == "select":
-            return "selection" if isinstance_nomatch(why) else "metadata"
-        return PROGRESS.get(where, "request")
+        return self.node.failed_step or "request"
 
     def error(self) -> str:
         """Why the site's attempt failed, in one line ("" if it did not)."""
@@ -87,10 +63,6 @@ class Observation:
         if self.node.attempts:
             return self.node.attempts[-1]["why"]
         return self.node.error or ""
-
-
-def isinstance_nomatch(message: str) -> bool:
-    return "no flavor with" in message or "no image of" in message
 
 
 @dataclass
