@@ -55,6 +55,24 @@ def default_dir() -> Path:
     return Path(state) / "interlock" / "lab"
 
 
+def write_secret(path: Path, text: str) -> None:
+    """Write a secret file: mode 0600 from its creation, before any byte is in it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode otherwise
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def secret(path: Path) -> str:
+    """The random secret in `path`, created (0600) on first use."""
+    if not path.exists():
+        import secrets
+
+        write_secret(path, secrets.token_urlsafe(18) + "\n")
+    return path.read_text().strip()
+
+
 def write_state(root: Path, state: dict[str, Any]) -> None:
     tmp = root / (STATE + ".tmp")
     tmp.write_text(json.dumps(state, indent=2))

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from interlock_lab import labdir
 from interlock_lab.ledger import Ledger
 from interlock_lab.runtime import Runtime
 from interlock_lab.sitefile import SiteSpec
@@ -41,13 +42,7 @@ class EmulatedSite(Protocol):
 
 def password_hash(secret_file: Path) -> str:
     """sha512-crypt hash of the site's login password (created on first use, mode 0600)."""
-    if not secret_file.exists():
-        import secrets
-
-        secret_file.parent.mkdir(parents=True, exist_ok=True)
-        secret_file.touch(mode=0o600)
-        secret_file.write_text(secrets.token_urlsafe(18) + "\n")
-    password = secret_file.read_text().strip()
+    password = labdir.secret(secret_file)
     done = subprocess.run(
         ["openssl", "passwd", "-6", "-stdin"],
         input=password,

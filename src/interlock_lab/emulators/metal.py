@@ -28,6 +28,7 @@ from sushy_tools.emulator import main as emulator
 from sushy_tools.emulator.resources.systems import fakedriver
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from interlock_lab import labdir
 from interlock_lab.emulators.base import SiteContext
 from interlock_lab.emulators.faults import FaultPicker
 from interlock_lab.node.rootfs import FirstBoot, host_key
@@ -111,10 +112,10 @@ class MetalSite:
         self.ctx.dir.mkdir(parents=True, exist_ok=True)
         _write_key(self.key_file)
         password = secrets.token_urlsafe(18)
-        _write_secret(self.password_file, password + "\n")
+        labdir.write_secret(self.password_file, password + "\n")
         htpasswd = self.ctx.dir / "htpasswd"
         hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(4)).decode()
-        _write_secret(htpasswd, f"{BMC_USER}:{hashed}\n")
+        labdir.write_secret(htpasswd, f"{BMC_USER}:{hashed}\n")
         systems = [
             {
                 "uuid": m.uuid,
@@ -235,18 +236,11 @@ def _mac(system_uuid: str) -> str:
     return "52:54:00:" + ":".join(f"{b:02x}" for b in raw)
 
 
-def _write_secret(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch(mode=0o600)
-    path.chmod(0o600)
-    path.write_text(text)
-
-
 def _write_key(path: Path) -> None:
     if path.exists():
         return
     private, public = host_key()
-    _write_secret(path, private)
+    labdir.write_secret(path, private)
     Path(str(path) + ".pub").write_text(public + " interlock-lab-pool\n")
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from interlock_lab import labdir
 from interlock_lab.emulators.base import SiteContext, password_hash
 from interlock_lab.node.rootfs import FirstBoot
 from interlock_lab.openstack.configs import REGION
@@ -134,14 +135,12 @@ class OpenstackSite:
     # -- the project -------------------------------------------------------------
 
     def _setup(self, c: Controller) -> None:
-        from interlock_lab.openstack.controller import _secret
-
         conn = c.admin()
         name = f"lab-{self.spec.name}"
         ident = conn.identity
         project = ident.create_project(name=name, domain_id="default")
         self.project_id = project.id
-        password = _secret(self.ctx.dir / "api-password")
+        password = labdir.secret(self.ctx.dir / "api-password")
         user = ident.create_user(name=name, password=password, domain_id="default")
         ident.assign_project_role_to_user(project, user, ident.find_role("member"))
         clouds = {
@@ -160,11 +159,7 @@ class OpenstackSite:
                 }
             }
         }
-        path = self._clouds_file()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            yaml.safe_dump(clouds, f)
+        labdir.write_secret(self._clouds_file(), yaml.safe_dump(clouds))
         q = self.spec.quotas
         if q.floating_ips is not None:
             conn.network.update_quota(project.id, floating_ips=q.floating_ips)

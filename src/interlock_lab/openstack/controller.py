@@ -14,7 +14,6 @@ import contextlib
 import http.client
 import json
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -53,15 +52,6 @@ def default_venv() -> Path:
     return Path(sys.prefix).parent / ".venv-openstack"
 
 
-def _secret(path: Path) -> str:
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(18))
-    return path.read_text().strip()
-
-
 class Controller:
     def __init__(self, root: Path, address: str, lab_api: str, venv: Path | None = None) -> None:
         self.root = root
@@ -73,13 +63,13 @@ class Controller:
         self.settings = Settings(
             address=address,
             dir=self.dir,
-            db_password=_secret(secret_dir / "db"),
-            rabbit_password=_secret(secret_dir / "rabbit"),
-            service_password=_secret(secret_dir / "service"),
+            db_password=labdir.secret(secret_dir / "db"),
+            rabbit_password=labdir.secret(secret_dir / "rabbit"),
+            service_password=labdir.secret(secret_dir / "service"),
             lab_api=lab_api,
             debug=bool(os.environ.get("INTERLOCK_LAB_OPENSTACK_DEBUG")),
         )
-        self.admin_password = _secret(self.admin_password_file)
+        self.admin_password = labdir.secret(self.admin_password_file)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.timings: dict[str, float] = {}
 
