@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from interlock.errors import ExitCode, InterlockError, bad_file
+from interlock import yamlfile
 
 
 class Strict(BaseModel):
@@ -132,16 +131,5 @@ def sites_path(explicit: Path | None = None) -> Path:
 
 
 def load_sites(path: Path) -> SitesFile:
-    try:
-        data: Any = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise InterlockError(
-            f"{path}: no sites file (start the lab with `interlock lab up`, or write one)",
-            ExitCode.BAD_INPUT,
-        ) from None
-    except yaml.YAMLError as e:
-        raise InterlockError(f"{path}: not valid YAML: {e}", ExitCode.BAD_INPUT) from None
-    try:
-        return SitesFile.model_validate(data)
-    except ValidationError as e:
-        raise bad_file(path, e.errors()) from None
+    missing = "no sites file (start the lab with `interlock lab up`, or write one)"
+    return yamlfile.load(path, SitesFile, missing)

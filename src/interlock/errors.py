@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from enum import IntEnum
-from pathlib import Path
-from typing import Any
 
 
 class ExitCode(IntEnum):
@@ -26,10 +24,3 @@ class InterlockError(Exception):
 
     def __str__(self) -> str:
         return str(self.args[0])
-
-
-def bad_file(path: Path, errors: list[Any]) -> InterlockError:
-    """One line for a file pydantic refused: the file, the first bad field, the problem."""
-    first = errors[0]
-    field = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    return InterlockError(f"{path}: field '{field}': {first['msg']}", ExitCode.BAD_INPUT)

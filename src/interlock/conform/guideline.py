@@ -13,10 +13,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from interlock.errors import ExitCode, InterlockError, bad_file
+from interlock import yamlfile
 from interlock.model import Traits
 
 CheckKind = Literal[
@@ -98,14 +97,4 @@ def builtin(name: str = DEFAULT) -> Path:
 
 def load(path: Path | None = None) -> Guideline:
     """The guideline in `path` (default: the built-in one); one clear error if it is bad."""
-    path = path or builtin()
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise InterlockError(f"{path}: cannot read: {e.strerror}", ExitCode.BAD_INPUT) from None
-    except yaml.YAMLError as e:
-        raise InterlockError(f"{path}: not valid YAML: {e}", ExitCode.BAD_INPUT) from None
-    try:
-        return Guideline.model_validate(data)
-    except ValidationError as e:
-        raise bad_file(path, e.errors()) from None
+    return yamlfile.load(path or builtin(), Guideline)
