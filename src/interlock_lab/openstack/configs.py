@@ -75,12 +75,13 @@ def _log_levels(s: Settings) -> str:
     )
 
 
-def _common(s: Settings, service: str) -> str:
+def _common(s: Settings, service: str, default: str = "") -> str:
+    """What every service's file has; `default` goes on in its [DEFAULT] section."""
     return f"""[DEFAULT]
 debug = {str(s.debug).lower()}
-use_stderr = true
+{_log_levels(s)}use_stderr = true
 state_path = {s.dir / "state" / service}
-
+{default}
 [oslo_concurrency]
 lock_path = {s.dir / "locks" / service}
 
@@ -163,12 +164,10 @@ auth_strategy = keystone
 
 
 def glance(s: Settings) -> str:
-    return f"""[DEFAULT]
-debug = {str(s.debug).lower()}
-use_stderr = true
-enabled_backends = file:file
-bind_host = {s.address}
-
+    default = f"enabled_backends = file:file\nbind_host = {s.address}\n"
+    return (
+        _common(s, "glance", default)
+        + f"""
 [database]
 connection = {s.db("glance")}
 
@@ -187,18 +186,12 @@ filesystem_store_datadir = {s.dir / "state" / "glance-staging"}
 [os_glance_tasks_store]
 filesystem_store_datadir = {s.dir / "state" / "glance-tasks"}
 
-[oslo_concurrency]
-lock_path = {s.dir / "locks" / "glance"}
-
 {_auth(s, "keystone_authtoken")}"""
+    )
 
 
 def nova(s: Settings) -> str:
-    return f"""[DEFAULT]
-debug = {str(s.debug).lower()}
-use_stderr = true
-state_path = {s.dir / "state" / "nova"}
-transport_url = {s.transport}
+    default = f"""transport_url = {s.transport}
 host = lab-compute
 my_ip = {s.address}
 # Every server is a lab sandbox node: the lab's driver boots it (nova's fake driver underneath).
@@ -214,7 +207,10 @@ metadata_listen = {s.address}
 cpu_allocation_ratio = 16.0
 ram_allocation_ratio = 4.0
 disk_allocation_ratio = 16.0
-
+"""
+    return (
+        _common(s, "nova", default)
+        + f"""
 [api]
 auth_strategy = keystone
 
@@ -233,12 +229,6 @@ workers = 1
 
 [conductor]
 workers = 1
-
-[oslo_concurrency]
-lock_path = {s.dir / "locks" / "nova"}
-
-[oslo_messaging_notifications]
-driver = noop
 
 [notifications]
 notification_format = unversioned
@@ -261,14 +251,11 @@ isolate_vif = false
 {_auth(s, "neutron")}
 {_auth(s, "service_user")}send_service_user_token = true
 """
+    )
 
 
 def neutron(s: Settings) -> str:
-    return f"""[DEFAULT]
-debug = {str(s.debug).lower()}
-{_log_levels(s)}use_stderr = true
-state_path = {s.dir / "state" / "neutron"}
-transport_url = {s.transport}
+    default = f"""transport_url = {s.transport}
 core_plugin = ml2
 service_plugins = router
 auth_strategy = keystone
@@ -282,7 +269,10 @@ dhcp_agent_notification = false
 rpc_workers = 1
 rpc_state_report_workers = 1
 periodic_workers = 1
-
+"""
+    return (
+        _common(s, "neutron", default)
+        + f"""
 [database]
 connection = {s.db("neutron")}
 
@@ -290,14 +280,9 @@ connection = {s.db("neutron")}
 # The admin project owns every site's external networks and their RBAC policies.
 quota_rbac_policy = -1
 
-[oslo_concurrency]
-lock_path = {s.dir / "locks" / "neutron"}
-
-[oslo_messaging_notifications]
-driver = noop
-
 {_auth(s, "keystone_authtoken")}
 {_auth(s, "nova")}"""
+    )
 
 
 def ml2(s: Settings) -> str:

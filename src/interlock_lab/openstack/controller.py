@@ -40,6 +40,19 @@ APIS = {  # service -> (WSGI module, catalog type, path of the endpoint)
 }
 
 
+# Each service's config files (under etc/), in the order its commands read them.
+SERVICE_CONFIGS: dict[str, dict[str, Callable[[Settings], str]]] = {
+    "keystone": {"keystone/keystone.conf": configs.keystone},
+    "placement": {"placement/placement.conf": configs.placement},
+    "glance": {"glance/glance-api.conf": configs.glance},
+    "nova": {"nova/nova.conf": configs.nova},
+    "neutron": {
+        "neutron/neutron.conf": configs.neutron,
+        "neutron/plugins/ml2/ml2_conf.ini": configs.ml2,
+    },
+}
+
+
 class OpenstackError(RuntimeError):
     """The lab's OpenStack did not start; the message names the part and its log."""
 
@@ -80,16 +93,8 @@ class Controller:
 
     def _cmd(self, name: str, *args: str) -> list[str]:
         """An OpenStack command with its service's config files (they ignore OS_*_CONFIG_DIR)."""
-        etc = self.dir / "etc"
-        service = name.split("-")[-2] if name.startswith("interlock-lab-") else name.split("-")[0]
-        files = {
-            "keystone": [etc / "keystone" / "keystone.conf"],
-            "placement": [etc / "placement" / "placement.conf"],
-            "glance": [etc / "glance" / "glance-api.conf"],
-            "nova": [etc / "nova" / "nova.conf"],
-            "neutron": [etc / "neutron" / "neutron.conf",
-                        etc / "neutron" / "plugins" / "ml2" / "ml2_conf.ini"],
-        }[service]  # fmt: skip
+        service = next(s for s in SERVICE_CONFIGS if s in name)
+        files = (self.dir / "etc" / f for f in SERVICE_CONFIGS[service])
         return [self._bin(name), *(f"--config-file={f}" for f in files), *args]
 
     def _env(self) -> dict[str, str]:
@@ -213,20 +218,13 @@ class Controller:
                     "keystone/fernet-keys", "keystone/credential-keys"):  # fmt: skip
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         files = {
-            etc / "mysql.cnf": configs.mariadb(s),
-            etc / "rabbitmq" / "rabbitmq.conf": configs.rabbitmq(s),
-            etc / "rabbitmq" / "enabled_plugins": "[].\n",
-            etc / "keystone" / "keystone.conf": configs.keystone(s),
-            etc / "placement" / "placement.conf": configs.placement(s),
-            etc / "glance" / "glance-api.conf": configs.glance(s),
-            etc / "nova" / "nova.conf": configs.nova(s),
-            etc / "neutron" / "neutron.conf": configs.neutron(s),
-            etc / "neutron" / "plugins" / "ml2" / "ml2_conf.ini": configs.ml2(s),
+            "mysql.cnf": configs.mariadb(s),
+            "rabbitmq/rabbitmq.conf": configs.rabbitmq(s),
+            "rabbitmq/enabled_plugins": "[].\n",
+            **{f: write(s) for service in SERVICE_CONFIGS.values() for f, write in service.items()},
         }
-        for path, text in files.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-            path.chmod(0o600)  # they hold passwords
+        for name, text in files.items():
+            labdir.write_secret(etc / name, text)  # they hold passwords
         shipped = self.venv / "etc"
         shutil.copy(shipped / "nova" / "api-paste.ini", etc / "nova" / "api-paste.ini")
         shutil.copy(shipped / "neutron" / "api-paste.ini", etc / "neutron" / "api-paste.ini")
