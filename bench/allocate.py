@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import resource
 import sys
@@ -22,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from lablib import private_aws_lab
+from lablib import print_figures, private_aws_lab
 
 
 def main() -> int:
@@ -37,11 +36,7 @@ def main() -> int:
         (work / "sites.yaml").write_text(yaml.safe_dump(sites))
         os.environ["INTERLOCK_SITES"] = str(work / "sites.yaml")
         figures = asyncio.run(run(args.nodes))
-    if args.json:
-        print(json.dumps(figures, indent=2))
-    else:
-        for key, value in figures.items():
-            print(f"{key.replace('_', ' '):32} {value}")
+    print_figures(figures, args.json)
     return 0 if figures["ready"] == args.nodes else 1
 
 

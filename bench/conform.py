@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from interlock_lab import labdir
-from lablib import OPENSTACK, moved, private_lab
+from lablib import OPENSTACK, moved, print_figures, private_lab
 
 
 def main() -> int:
@@ -52,11 +52,7 @@ def main() -> int:
         "per_site_seconds": per_site,
         "site_verdicts": {s: d["verdict"] for s, d in report["sites"].items()},
     }
-    if args.json:
-        print(json.dumps(figures, indent=2))
-    else:
-        for key, value in figures.items():
-            print(f"{key.replace('_', ' '):22} {value}")
+    print_figures(figures, args.json)
     return 0
 
 

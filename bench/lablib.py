@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -14,10 +15,9 @@ import yaml
 
 from interlock_lab import labdir
 from interlock_lab.client import LabClient, resolve_sites
-from interlock_lab.sitefile import builtin_sites
+from interlock_lab.sitefile import builtin_of_kind, builtin_sites
 
-OPENSTACK = ("os-aws-like", "os-tenant", "os-misnamed", "os-unlabelled", "os-logins",
-             "os-halfdone", "os-nofloat")  # fmt: skip
+OPENSTACK = builtin_of_kind("openstack")
 
 
 @contextmanager
@@ -64,3 +64,13 @@ def ec2_client(sites: dict[str, Any]) -> Any:
     from interlock.providers.aws import AwsProvider
 
     return AwsProvider("aws", AwsSite.model_validate(sites["sites"]["aws"])).ec2
+
+
+def print_figures(figures: dict[str, Any], as_json: bool) -> None:
+    """A benchmark's figures: JSON, or one aligned line each."""
+    if as_json:
+        print(json.dumps(figures, indent=2))
+        return
+    width = max(len(k) for k in figures) + 2
+    for key, value in figures.items():
+        print(f"{key.replace('_', ' '):{width}} {value}")

@@ -13,14 +13,13 @@ of VmRSS over the lab's processes other than the lab process itself (no nodes ru
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from interlock_lab import labdir
-from lablib import OPENSTACK, moved, private_lab
+from lablib import OPENSTACK, moved, print_figures, private_lab
 
 
 def rss_mib(pid: int) -> float:
@@ -48,11 +47,7 @@ def main() -> int:
         "openstack_processes": len(pids),
         "openstack_rss_mib": round(memory),
     }
-    if args.json:
-        print(json.dumps(figures, indent=2))
-    else:
-        for key, value in figures.items():
-            print(f"{key.replace('_', ' '):28} {value}")
+    print_figures(figures, args.json)
     return 0
 
 

@@ -34,7 +34,7 @@ import asyncssh
 
 from interlock.allocate import access, keys
 from interlock.providers.normalize import CANDIDATE_USERS, DEFAULT_USERS
-from lablib import ec2_client, private_aws_lab
+from lablib import ec2_client, print_figures, private_aws_lab
 
 POOL = "127.97.0.0/16"
 UBUNTU = "ami-0e2c8caa4b6378d8c"  # the aws site's Ubuntu 24.04 image (login: ubuntu)
@@ -237,11 +237,7 @@ def main() -> int:
         "login_users_found": sorted(users),
         **wrong,
     }
-    if args.json:
-        print(json.dumps(figures, indent=2))
-    else:
-        for key, value in figures.items():
-            print(f"{key.replace('_', ' '):34} {value}")
+    print_figures(figures, args.json)
     return 0
 
 

@@ -248,6 +248,11 @@ def builtin_sites() -> dict[str, Path]:
     return {p.stem: p for p in sorted(builtin_dir().glob("*.yaml"))}
 
 
+def builtin_of_kind(kind: str) -> list[str]:
+    """The names of the built-in sites of one kind (e.g. the OpenStack clouds)."""
+    return [n for n, p in builtin_sites().items() if load_site_file(p).kind == kind]
+
+
 def load_site_file(path: Path) -> SiteSpec:
     try:
         text = path.read_text()

@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -108,34 +109,42 @@ class Lab:
         return next(n for n in self.client.nodes() if n["id"] == node_id)
 
 
-@pytest.fixture(scope="session")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+@contextmanager
+def running_lab(name: str, site_files: list[Path]) -> Iterator[LabClient]:
+    """A test session's lab in /var/tmp; afterwards it is down and proven gone."""
     if os.geteuid() != 0:
         pytest.skip("lab tests need root")
-    files = tmp_path_factory.mktemp("sites")
-    root = Path("/var/tmp") / f"interlock-test-lab-{os.getpid()}"
+    root = Path("/var/tmp") / f"interlock-test-{name}-{os.getpid()}"
     client = LabClient(root)
-    specs = resolve_sites(
-        [],
-        [
-            site_copy("aws", files),
-            site_copy("metal", files),
-            HERE / "quirks.yaml",
-            HERE / "faulty.yaml",
-            HERE / "noeip.yaml",
-            HERE / "broken.yaml",
-            HERE / "flaky.yaml",
-            HERE / "userquirks.yaml",
-        ],
-    )
-    client.up(specs)
+    client.up(resolve_sites([], site_files))
     try:
-        yield Lab(client)
+        yield client
     finally:
         client.down()
         assert not labdir.leftover_processes(root)
         assert not root.exists()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def lab_cli(state: dict[str, Any], home: Path) -> Iterator[Cli]:
+    """The interlock command on a lab's sites file; its nodes released afterwards."""
+    c = Cli(home, Path(state["dir"]) / labdir.SITES)
+    yield c
+    c("down", "--all", check=False)
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    files = tmp_path_factory.mktemp("sites")
+    sites = [
+        site_copy("aws", files),
+        site_copy("metal", files),
+        *(HERE / f"{name}.yaml" for name in ("quirks", "faulty", "noeip", "broken", "flaky",
+                                              "userquirks")),
+    ]  # fmt: skip
+    with running_lab("lab", sites) as client:
+        yield Lab(client)
 
 
 def ssh_run(
@@ -202,9 +211,8 @@ class Cli:
 
 @pytest.fixture
 def cli(lab: Lab, tmp_path: Path) -> Iterator[Cli]:
-    c = Cli(tmp_path / "home", Path(lab.state["dir"]) / labdir.SITES)
-    yield c
-    c("down", "--all", check=False)
+    with lab_cli(lab.state, tmp_path / "home") as c:
+        yield c
 
 
 def outstanding(lab: Lab, site: str) -> list[dict[str, Any]]:

@@ -4,21 +4,18 @@ only: its own directory, control address (127.160.0.1) and public pools (127.16x
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from interlock_lab import labdir
-from interlock_lab.client import LabClient, resolve_sites
-from interlock_lab.sitefile import builtin_sites
-from tests.lab.conftest import Cli
+from interlock_lab.client import LabClient
+from interlock_lab.sitefile import builtin_of_kind, builtin_sites
+from tests.lab.conftest import Cli, lab_cli, running_lab
 
 HERE = Path(__file__).parent
-CLOUDS = ("os-aws-like", "os-tenant", "os-misnamed", "os-unlabelled", "os-logins",
-          "os-halfdone", "os-nofloat")  # fmt: skip
+CLOUDS = builtin_of_kind("openstack")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -56,29 +53,18 @@ class OsLab:
 
 @pytest.fixture(scope="session")
 def oslab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OsLab]:
-    if os.geteuid() != 0:
-        pytest.skip("lab tests need root")
     files = tmp_path_factory.mktemp("os-sites")
     paths = []
     for name in CLOUDS:
         text = builtin_sites()[name].read_text().replace("127.6", "127.16")
         (files / f"{name}.yaml").write_text(text)
         paths.append(files / f"{name}.yaml")
-    root = Path("/var/tmp") / f"interlock-test-oslab-{os.getpid()}"
     os.environ["INTERLOCK_LAB_OPENSTACK_ADDRESS"] = "127.160.0.1"
-    client = LabClient(root)
-    client.up(resolve_sites([], paths))
-    try:
+    with running_lab("oslab", paths) as client:
         yield OsLab(client)
-    finally:
-        client.down()
-        assert not labdir.leftover_processes(root)
-        assert not root.exists()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
 def oscli(oslab: OsLab, tmp_path: Path) -> Iterator[Cli]:
-    c = Cli(tmp_path / "home", Path(oslab.state["dir"]) / labdir.SITES)
-    yield c
-    c("down", "--all", check=False)
+    with lab_cli(oslab.state, tmp_path / "home") as c:
+        yield c
