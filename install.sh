@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 
 DEBS=(python3 python3-venv python3-dev gcc libc6-dev make openssh-server openssh-client
       iproute2 util-linux sudo openssl procps ca-certificates
-      mariadb-server mariadb-client rabbitmq-server)  # the last three: the lab's OpenStack
+      mariadb-server mariadb-client rabbitmq-server tini)  # the last four: the lab's OpenStack
 PY=${PYTHON:-python3}
 
 need=()

@@ -3,7 +3,7 @@
 Usage (as root):
     python bench/allocate.py [--nodes 100] [--json]
 
-Starts a private lab (the built-in aws site on a pool of its own, 127.98.0.0/16),
+Starts a private lab (the built-in aws site, in a lab of its own),
 runs `interlock up` in-process with a fresh INTERLOCK_HOME, and prints wall
 seconds, nodes per second, EC2 API calls per node and the peak memory of the
 interlock process. Everything is released and the lab stopped afterwards.
@@ -30,7 +30,7 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    with private_aws_lab("127.98.0.0/16") as (work, sites):
+    with private_aws_lab() as (work, sites):
         os.environ["INTERLOCK_HOME"] = str(work / "home")
         sites["sites"]["aws"]["limits"] = {"concurrency": args.nodes, "rate": 1000}
         (work / "sites.yaml").write_text(yaml.safe_dump(sites))

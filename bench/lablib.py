@@ -1,9 +1,11 @@
-"""A private lab for a benchmark: built-in sites moved to pools of their own."""
+"""A private lab for a benchmark: built-in sites in a lab of their own.
+
+Its public pools and services' addresses are the built-in ones, or moved by the lab
+where another lab (a user's, a test suite's) holds them (interlock_lab.claims)."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -15,27 +17,20 @@ import yaml
 
 from interlock_lab import labdir
 from interlock_lab.client import LabClient, resolve_sites
-from interlock_lab.sitefile import builtin_of_kind, builtin_sites
+from interlock_lab.sitefile import builtin_of_kind
 
 OPENSTACK = builtin_of_kind("openstack")
 
 
 @contextmanager
-def private_lab(
-    texts: dict[str, str], openstack_address: str = "127.170.0.1"
-) -> Iterator[tuple[Path, LabClient]]:
-    """Start the given site files (name -> YAML) in a fresh work dir; yields (work, lab).
+def private_lab(sites: list[str]) -> Iterator[tuple[Path, LabClient]]:
+    """Start the given built-in sites in a fresh work dir; yields (work, lab).
 
     Everything (lab, nodes, OpenStack, work dir) is gone when the block ends."""
     work = Path(tempfile.mkdtemp(prefix="interlock-bench-", dir="/var/tmp"))
-    os.environ["INTERLOCK_LAB_OPENSTACK_ADDRESS"] = openstack_address
     try:
-        files = []
-        for name, text in texts.items():
-            (work / f"{name}.yaml").write_text(text)
-            files.append(work / f"{name}.yaml")
         lab = LabClient(work / "lab")
-        lab.up(resolve_sites([], files))
+        lab.up(resolve_sites(sites, []))
         try:
             yield work, lab
         finally:
@@ -44,17 +39,10 @@ def private_lab(
         shutil.rmtree(work, ignore_errors=True)
 
 
-def moved(name: str, old: str, new: str) -> str:
-    """A built-in site file with its addresses moved (e.g. 127.6 -> 127.17)."""
-    return builtin_sites()[name].read_text().replace(old, new)
-
-
 @contextmanager
-def private_aws_lab(pool: str) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """The aws site alone on `pool`; yields (work dir, the lab's sites file)."""
-    site = yaml.safe_load(builtin_sites()["aws"].read_text())
-    site["public"]["pool"] = pool
-    with private_lab({"aws": yaml.safe_dump(site)}) as (work, _):
+def private_aws_lab() -> Iterator[tuple[Path, dict[str, Any]]]:
+    """The aws site alone; yields (work dir, the lab's sites file)."""
+    with private_lab(["aws"]) as (work, _):
         yield work, yaml.safe_load((work / "lab" / labdir.SITES).read_text())
 
 

@@ -3,8 +3,8 @@
 Usage (as root):
     python bench/openstack.py [--json]
 
-Starts a private lab with the seven built-in OpenStack sites (pools moved to 127.17x,
-control address 127.170.0.1): from `interlock lab up` until every site answers, which
+Starts a private lab with the seven built-in OpenStack sites (on addresses of its own
+where another lab runs): from `interlock lab up` until every site answers, which
 includes starting MariaDB, RabbitMQ, Keystone, Placement, Glance, Nova and Neutron and
 creating each cloud's project, networks, routers, flavors and images. Memory is the sum
 of VmRSS over the lab's processes other than the lab process itself (no nodes run).
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from interlock_lab import labdir
-from lablib import OPENSTACK, moved, print_figures, private_lab
+from lablib import OPENSTACK, print_figures, private_lab
 
 
 def rss_mib(pid: int) -> float:
@@ -34,7 +34,7 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     start = time.monotonic()
-    with private_lab({n: moved(n, "127.6", "127.17") for n in OPENSTACK}) as (work, lab):
+    with private_lab(OPENSTACK) as (work, lab):
         cold = time.monotonic() - start
         status = lab.status()
         pids = [p for p in labdir.leftover_processes(work / "lab") if p != status["pid"]]

@@ -3,7 +3,7 @@
 Usage (as root):
     python bench/secure.py [--nodes 100] [--forks 50] [--json]
 
-Starts a private lab (the built-in aws site on 127.97.0.0/16) and launches 2N
+Starts a private lab (the built-in aws site, in a lab of its own) and launches 2N
 Ubuntu 24.04 instances with one EC2 key pair. Half are secured by interlock's
 own steps 6-7 (login discovery from the image's hints, root gets the platform
 key, password login off, sshd reloaded; then verified: root login with the
@@ -36,7 +36,6 @@ from interlock.allocate import access, keys
 from interlock.providers.normalize import CANDIDATE_USERS, DEFAULT_USERS
 from lablib import ec2_client, print_figures, private_aws_lab
 
-POOL = "127.97.0.0/16"
 UBUNTU = "ami-0e2c8caa4b6378d8c"  # the aws site's Ubuntu 24.04 image (login: ubuntu)
 WRONG_FIRST = ["centos", "fedora", "cloud-user", "admin", "ubuntu"]
 
@@ -215,7 +214,7 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     n = args.nodes
-    with private_aws_lab(POOL) as (work, sites):
+    with private_aws_lab() as (work, sites):
         node_key, platform = work / "node_ed25519", work / "platform_ed25519"
         public = keys.new_key(node_key, "bench-node")
         keys.new_key(platform, "bench-platform")

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
+import ipaddress
 import os
 import signal
 import socket
@@ -24,8 +26,8 @@ from typing import Any
 import uvicorn
 import yaml
 
-from interlock_lab import labdir
-from interlock_lab.emulators.base import EmulatedSite, SiteContext
+from interlock_lab import claims, labdir
+from interlock_lab.emulators.base import EmulatedSite, LabAddresses, SiteContext
 from interlock_lab.ledger import Ledger
 from interlock_lab.runtime import Runtime
 from interlock_lab.sitefile import SiteSpec, load_site_file
@@ -48,11 +50,35 @@ class _QuietServer(uvicorn.Server):
         yield
 
 
+def claim_addresses(root: Path, specs: list[SiteSpec]) -> claims.Claims:
+    """This lab's public pools, and its services' address and epmd port, claimed on the
+    machine: as the site files want them, or moved where another lab holds them."""
+    wanted = LabAddresses()
+    blocks = {f"site:{s.name}": s.public.pool for s in specs}
+    ports: dict[str, int] = {}
+    if any(s.kind == "openstack" for s in specs):
+        blocks["services"] = ipaddress.IPv4Network(f"{wanted.services}/32")
+        ports["epmd"] = wanted.epmd_port
+    return claims.claim(root, blocks, ports)
+
+
 class Lab:
-    def __init__(self, root: Path, specs: list[SiteSpec], ready_fd: int | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        specs: list[SiteSpec],
+        held: claims.Claims,
+        ready_fd: int | None = None,
+    ) -> None:
         self.root = root
         self.ready_fd = ready_fd
-        self.specs = specs
+        self.wanted = {s.name: s.public.pool for s in specs}
+        self.specs = [s.moved_to(held.blocks[f"site:{s.name}"]) for s in specs]
+        services = held.blocks.get("services")
+        self.addresses = LabAddresses(
+            str(services.network_address) if services else LabAddresses.services,
+            held.ports.get("epmd", LabAddresses.epmd_port),
+        )
         self.started = time.time()
         self.stopping = asyncio.Event()
         self.sites: dict[str, EmulatedSite] = {}
@@ -78,6 +104,12 @@ class Lab:
                 "description": spec.description,
                 "region": spec.region,
                 "public_pool": str(spec.public.pool),
+                # The site file's pool, where another lab held it (see interlock_lab.claims).
+                "public_pool_wanted": (
+                    str(self.wanted[spec.name])
+                    if self.wanted[spec.name] != spec.public.pool
+                    else None
+                ),
                 "nodes": len(nodes),
                 "outstanding": len(self.ledger.entries(spec.name, outstanding=True)),
                 **(site.info() if site is not None else {}),
@@ -86,6 +118,7 @@ class Lab:
             "pid": os.getpid(),
             "dir": str(self.root),
             "started": self.started,
+            "addresses": dataclasses.asdict(self.addresses),
             "sites": sites,
         }
 
@@ -129,6 +162,7 @@ class Lab:
                     self.root / "sites" / spec.name,
                     loop,
                     f"http://127.0.0.1:{port}",
+                    self.addresses,
                 )
                 site = kinds[spec.kind](ctx)  # type: ignore[call-arg]
                 self.sites[spec.name] = site
@@ -170,16 +204,25 @@ def main(argv: list[str] | None = None) -> int:
     labdir.become_subreaper()
     (root / labdir.PID).write_text(f"{os.getpid()}\n")
     lab: Lab | None = None
+    held: claims.Claims | None = None
     try:
-        lab = Lab(root, [load_site_file(p) for p in args.site_file], args.ready_fd)
+        specs = [load_site_file(p) for p in args.site_file]
+        held = claim_addresses(root, specs)
+        lab = Lab(root, specs, held, args.ready_fd)
         asyncio.run(lab.run())
     except Exception as e:
         message = f"lab failed: {type(e).__name__}: {e}"
         print(message, file=sys.stderr, flush=True)
         if lab is not None:
             lab.ready(message)
+        elif args.ready_fd is not None:
+            with contextlib.suppress(OSError):
+                os.write(args.ready_fd, message.replace("\n", " ").encode() + b"\n")
         labdir.remove_lab_files(root, keep_log=True)
         return 1
+    finally:
+        if held is not None:
+            held.release()
     labdir.remove_lab_files(root, keep_log=False)
     return 0
 

@@ -213,6 +213,24 @@ class SiteSpec(Strict):
                 raise ValueError(f"{machines} machines do not fit in {what} {net}")
         return self
 
+    def moved_to(self, pool: ipaddress.IPv4Network) -> SiteSpec:
+        """This site with its public pool at `pool` (same size), and every network that lay
+        in the old pool at the same place in the new one (see interlock_lab.claims)."""
+        old = self.public.pool
+        if pool.prefixlen != old.prefixlen:
+            raise ValueError(f"{pool} is not the size of {old}")
+        offset = int(pool.network_address) - int(old.network_address)
+
+        def move(net: ipaddress.IPv4Network) -> ipaddress.IPv4Network:
+            return ipaddress.IPv4Network((int(net.network_address) + offset, net.prefixlen))
+
+        networks = [
+            n.model_copy(update={"cidr": move(n.cidr)}) if n.cidr.subnet_of(old) else n
+            for n in self.networks
+        ]
+        public = self.public.model_copy(update={"pool": pool})
+        return self.model_copy(update={"public": public, "networks": networks})
+
     def behaviour(self, image: ImageSpec) -> Behaviour:
         """The image's behaviour: its own settings over the site's defaults."""
         own = {k: v for k, v in image.model_dump(include=set(Behaviour.model_fields)).items()}

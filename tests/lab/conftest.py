@@ -1,9 +1,12 @@
-"""A lab for the integration tests: built-in sites (on pools of their own) plus
-a site of quirky images, in a private lab directory, torn down afterwards."""
+"""A lab for the integration tests: built-in sites plus sites of quirky images, in a
+private lab directory, torn down afterwards. Where another lab runs (the README's demo
+lab, another test run), this lab's pools move elsewhere (interlock_lab.claims): tests
+read addresses from the lab's status, never assume them."""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import os
 import queue
@@ -21,7 +24,6 @@ from typing import IO, Any
 import asyncssh
 import boto3
 import pytest
-import yaml
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_exponential
 
 from interlock.allocate import access
@@ -30,24 +32,12 @@ from interlock_lab.client import LabClient, resolve_sites
 from interlock_lab.sitefile import builtin_sites
 
 HERE = Path(__file__).parent
-# Pools of the test lab: apart from the built-in ones, so a user's lab may run too.
-TEST_POOLS = {"aws": "127.110.0.0/16", "metal": "127.112.0.0/24"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if HERE in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.lab)
-
-
-def site_copy(name: str, dest: Path, **changes: Any) -> Path:
-    """A built-in site file with its public pool moved (and other changes)."""
-    data = yaml.safe_load(builtin_sites()[name].read_text())
-    data["public"]["pool"] = TEST_POOLS[name]
-    data.update(changes)
-    path = dest / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
@@ -108,6 +98,10 @@ class Lab:
     def node(self, node_id: str) -> dict[str, Any]:
         return next(n for n in self.client.nodes() if n["id"] == node_id)
 
+    def pool(self, site: str) -> ipaddress.IPv4Network:
+        """The site's public pool in this lab (the site file's, or moved)."""
+        return ipaddress.IPv4Network(self.state["sites"][site]["public_pool"])
+
 
 @contextmanager
 def running_lab(name: str, site_files: list[Path]) -> Iterator[LabClient]:
@@ -135,11 +129,10 @@ def lab_cli(state: dict[str, Any], home: Path) -> Iterator[Cli]:
 
 
 @pytest.fixture(scope="session")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    files = tmp_path_factory.mktemp("sites")
+def lab() -> Iterator[Lab]:
     sites = [
-        site_copy("aws", files),
-        site_copy("metal", files),
+        builtin_sites()["aws"],
+        builtin_sites()["metal"],
         *(HERE / f"{name}.yaml" for name in ("quirks", "faulty", "noeip", "broken", "flaky",
                                               "userquirks")),
     ]  # fmt: skip

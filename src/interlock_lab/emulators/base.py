@@ -15,6 +15,14 @@ from interlock_lab.runtime import Runtime
 from interlock_lab.sitefile import SiteSpec
 
 
+@dataclass(frozen=True)
+class LabAddresses:
+    """What the lab claimed of this machine's loopback for its shared services."""
+
+    services: str = "127.60.0.1"  # the lab's OpenStack listens here
+    epmd_port: int = 14369  # RabbitMQ's epmd (which listens on 127.0.0.1 too)
+
+
 @dataclass
 class SiteContext:
     """What a site gets from the lab: its spec, the machinery, and a private dir."""
@@ -25,6 +33,7 @@ class SiteContext:
     dir: Path
     loop: asyncio.AbstractEventLoop
     lab_api: str = ""  # the lab's control API (for drivers running inside a site's services)
+    addresses: LabAddresses = LabAddresses()
 
 
 class EmulatedSite(Protocol):

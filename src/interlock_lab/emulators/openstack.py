@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import os
 import threading
 import uuid
 from pathlib import Path
@@ -31,7 +30,6 @@ from interlock_lab.openstack.configs import REGION
 from interlock_lab.openstack.controller import Controller
 from interlock_lab.sitefile import ImageSpec, NetworkSpec
 
-DEFAULT_ADDRESS = "127.60.0.1"
 IMAGE_NS = uuid.UUID("6f0c7c9e-3c1e-4d57-9a59-1f5f3c3f9a11")
 # Where nodes on external (127.x) networks live inside the lab; their 127.x address is
 # forwarded to them, as a provider network's address would be routed.
@@ -43,15 +41,12 @@ _sites: dict[str, OpenstackSite] = {}  # project id -> site
 _inner_next = 0
 
 
-def control_address() -> str:
-    return os.environ.get("INTERLOCK_LAB_OPENSTACK_ADDRESS", DEFAULT_ADDRESS)
-
-
 def _acquire(ctx: SiteContext) -> Controller:
     global _controller
     with _lock:
         if _controller is None:
-            c = Controller(ctx.runtime.run_dir, control_address(), ctx.lab_api)
+            where = ctx.addresses
+            c = Controller(ctx.runtime.run_dir, where.services, ctx.lab_api, where.epmd_port)
             c.start()
             _controller = c
         return _controller

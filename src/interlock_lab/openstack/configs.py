@@ -23,9 +23,11 @@ PORTS = {
     # Not the usual ports: a distro MariaDB or RabbitMQ may listen on all addresses.
     "mysql": 13306,
     "rabbit": 15673,
-    "epmd": 14369,
     "erlang-dist": 25673,
 }
+# epmd also listens on 127.0.0.1 whatever it is told, so its port is claimed per lab
+# (interlock_lab.claims); this one is the port wanted.
+EPMD_PORT = 14369
 DATABASES = ("keystone", "placement", "glance", "nova_api", "nova", "nova_cell0", "neutron")
 
 
@@ -37,6 +39,7 @@ class Settings:
     rabbit_password: str
     service_password: str
     lab_api: str  # the lab's control API, for the Nova driver and the ML2 driver
+    epmd_port: int = EPMD_PORT
     debug: bool = False
 
     def url(self, service: str, path: str = "") -> str:

@@ -2,10 +2,12 @@
 Neutron, installed from PyPI into their own venv (see install.sh), on one loopback
 address, started for the lab's openstack sites and stopped with the lab.
 
-Every process is the lab's child with a parent-death signal, so a lab killed with
-SIGKILL takes its OpenStack with it; the databases live in the lab directory and go
-with it. Start-up is ordered by what depends on what, and everything that can
-overlap does (database schemas are created in parallel).
+Every service runs under its own tini (`tini -s`): a subreaper that reaps what the
+service orphans (RabbitMQ's epmd starters and their DNS helpers, workers) while it
+runs, so the lab gathers no zombies. tini and the service carry parent-death
+signals, so a lab killed with SIGKILL takes its OpenStack with it; the databases
+live in the lab directory and go with it. Start-up is ordered by what depends on
+what, and everything that can overlap does (database schemas are created in parallel).
 """
 
 from __future__ import annotations
@@ -66,7 +68,14 @@ def default_venv() -> Path:
 
 
 class Controller:
-    def __init__(self, root: Path, address: str, lab_api: str, venv: Path | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        address: str,
+        lab_api: str,
+        epmd_port: int = configs.EPMD_PORT,
+        venv: Path | None = None,
+    ) -> None:
         self.root = root
         self.dir = root / "openstack"
         self.venv = venv or default_venv()
@@ -80,6 +89,7 @@ class Controller:
             rabbit_password=labdir.secret(secret_dir / "rabbit"),
             service_password=labdir.secret(secret_dir / "service"),
             lab_api=lab_api,
+            epmd_port=epmd_port,
             debug=bool(os.environ.get("INTERLOCK_LAB_OPENSTACK_DEBUG")),
         )
         self.admin_password = labdir.secret(self.admin_password_file)
@@ -112,16 +122,21 @@ class Controller:
         }
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        """A long-running service: tini (a subreaper that reaps what the service orphans,
+        and forwards signals to its process group), then the service, each ended by the
+        kernel when its parent dies. The service's session is tini's pid (see `stop`)."""
         log = open(self.dir / "logs" / f"{name}.log", "ab")  # noqa: SIM115 (the child keeps it)
+        supervised = ["tini", "-s", "-g", "-p", "SIGKILL", "--",
+                      "setpriv", "--pdeathsig", "KILL", "--", *argv]  # fmt: skip
         with log:
             self.procs[name] = subprocess.Popen(
-                ["setpriv", "--pdeathsig", "KILL", *argv],
+                supervised,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env or self._env(),
                 cwd=self.dir,
-                start_new_session=True,  # its workers too: stop() ends the whole group
+                start_new_session=True,  # its workers too: stop() ends the whole session
             )
 
     def _run(self, name: str, argv: list[str]) -> None:
@@ -183,6 +198,9 @@ class Controller:
                 f"no OpenStack installed in {self.venv}: run ./install.sh "
                 "(or set INTERLOCK_OPENSTACK_VENV)"
             )
+        for tool in ("tini", "epmd", "mariadbd"):
+            if shutil.which(tool) is None:
+                raise OpenstackError(f"{tool} is not installed: run ./install.sh")
         deadline = time.monotonic() + START_TIMEOUT
         try:
             with self._timed("configure"):
@@ -242,7 +260,7 @@ class Controller:
         # Run as root (the lab's own): a user switch would drop the parent-death signal.
         self._spawn("mariadb", ["mariadbd", f"--defaults-file={etc / 'mysql.cnf'}", "--user=root"])
         rabbit = self.dir / "rabbit"
-        epmd_port = str(PORTS["epmd"])
+        epmd_port = str(self.settings.epmd_port)
         env = {
             **self._env(),
             "HOME": str(rabbit),
@@ -252,12 +270,14 @@ class Controller:
             "RABBITMQ_LOG_BASE": str(rabbit / "log"),
             "RABBITMQ_PID_FILE": str(self.dir / "run" / "rabbit.pid"),
             "RABBITMQ_NODENAME": "lab@localhost",
-            "ERL_EPMD_ADDRESS": "127.0.0.1",
+            # The lab's own epmd, on the lab's address and a port claimed for this lab (epmd
+            # adds 127.0.0.1 itself). Every erl RabbitMQ starts (its periodic epmd starter
+            # too) reads ERL_FLAGS: none starts an epmd of its own.
+            "ERL_EPMD_ADDRESS": self.address,
             "ERL_EPMD_PORT": epmd_port,
-            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}"
-            " -start_epmd false",  # ours runs already (no daemonized orphan)
+            "ERL_FLAGS": "-start_epmd false",
         }
-        self._spawn("epmd", ["epmd", "-port", epmd_port, "-address", "127.0.0.1"], env)
+        self._spawn("epmd", ["epmd", "-port", epmd_port, "-address", self.address], env)
         self._spawn("rabbitmq", ["/usr/lib/rabbitmq/bin/rabbitmq-server"], env)
         sock = self.dir / "run" / "mysql.sock"
         mysql = ["mariadb", f"--socket={sock}", "-uroot"]
@@ -375,40 +395,31 @@ class Controller:
 
     # -- stop ------------------------------------------------------------------
 
-    def pids(self) -> list[int]:
-        return [p.pid for p in self.procs.values() if p.poll() is None]
-
     def stop(self) -> None:
         """End every process (grace, then SIGKILL) and wait until they are gone."""
-        groups = list(self.procs.values())
-        members = self._group_members(groups)
-        for p in groups:
+        tinis = list(self.procs.values())
+        for p in tinis:  # tini passes it on to the service's process group
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGTERM)
+                os.kill(p.pid, signal.SIGTERM)
         end = time.monotonic() + STOP_GRACE
-        for p in groups:
+        for p in tinis:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(max(0.0, end - time.monotonic()))
-        for p in groups:  # workers outlive their parent; the group names them all
+        # Workers outlive their parent, in process groups of their own: the session
+        # (each tini's pid) names them all.
+        members = _session_members({p.pid for p in tinis})
+        for pid in members:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
+        for p in tinis:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p.pid, signal.SIGKILL)
             p.wait()
         labdir.wait_gone(members, 10)
         for pid in members:  # orphaned workers came to us (a subreaper): reap them
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
         self.procs.clear()
-
-    def _group_members(self, groups: list[subprocess.Popen[bytes]]) -> list[int]:
-        ids = {p.pid for p in groups}
-        members = []
-        for proc in Path("/proc").iterdir():
-            if proc.name.isdigit():
-                with contextlib.suppress(OSError, ValueError, IndexError):
-                    stat = (proc / "stat").read_text()
-                    if int(stat.rsplit(")", 1)[1].split()[2]) in ids:
-                        members.append(int(proc.name))
-        return members
 
     def info(self) -> dict[str, Any]:
         return {
@@ -417,6 +428,18 @@ class Controller:
             "admin_password_file": str(self.admin_password_file),
             "start_seconds": self.timings,
         }
+
+
+def _session_members(sessions: set[int]) -> list[int]:
+    """The processes whose session is one of `sessions`."""
+    members = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = (proc / "stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[3]) in sessions:
+                    members.append(int(proc.name))
+    return members
 
 
 def main() -> None:
