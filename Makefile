@@ -5,7 +5,7 @@ PYTEST := $(BIN)/pytest
 
 .PHONY: install test test-unit test-lab test-openstack lint bench demo clean
 
-$(VENV)/.installed: pyproject.toml install.sh
+$(VENV)/.installed: pyproject.toml constraints.txt install.sh
 	./install.sh --no-demo
 
 install: $(VENV)/.installed

@@ -27,11 +27,12 @@ if [ ! -x .venv/bin/python ]; then
   echo "creating .venv"
   "$PY" -m venv .venv
 fi
+# Versions are those CI tested: constraints.txt pins every package (and pip).
 stamp=.venv/.installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
   echo "installing Python packages into .venv"
-  .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[lab,dev]'
+  .venv/bin/pip install -q -c constraints.txt pip
+  .venv/bin/pip install -q -c constraints.txt -e '.[lab,dev]'
   touch "$stamp"
 fi
 
@@ -44,8 +45,8 @@ fi
 ostamp=.venv-openstack/.installed
 if [ ! -f "$ostamp" ] || [ -n "$(find lab-openstack -newer "$ostamp" -type f -print -quit)" ]; then
   echo "installing OpenStack into .venv-openstack (about a minute)"
-  .venv-openstack/bin/pip install -q --upgrade pip
-  .venv-openstack/bin/pip install -q -r lab-openstack/requirements.txt
+  .venv-openstack/bin/pip install -q -c lab-openstack/constraints.txt pip
+  .venv-openstack/bin/pip install -q -c lab-openstack/constraints.txt -r lab-openstack/requirements.txt
   .venv-openstack/bin/pip install -q --no-deps --force-reinstall ./lab-openstack
   touch "$ostamp"
 fi

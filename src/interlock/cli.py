@@ -11,7 +11,7 @@ from rich.markup import escape
 from interlock import __version__
 from interlock.commands import register
 from interlock.conform.command import register as register_conform
-from interlock.errors import ExitCode, InterlockError
+from interlock.errors import InterlockError
 
 app = typer.Typer(
     name="interlock",
@@ -46,17 +46,13 @@ def main() -> None:
     except InterlockError as e:
         err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(e.code)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         err.print("interrupted")
         sys.exit(130)
-    except SystemExit:
-        raise
-    except Exception as e:  # click's usage errors carry their own exit code
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(ExitCode.BAD_INPUT if isinstance(e, click.UsageError) else e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
-            sys.exit(130)
-        raise
+    except typer.TyperException as e:  # usage errors: typer's own (bundled) click's
+        show = getattr(e, "show", None)
+        if callable(show):
+            show()
+        else:
+            err.print(f"error: {e.format_message()}", markup=False, highlight=False)
+        sys.exit(e.exit_code)

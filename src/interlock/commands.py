@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from interlock import deploy
+from interlock import deploy, render
 from interlock.allocate import workflow
 from interlock.allocate.workflow import Engine
 from interlock.errors import ExitCode, InterlockError
@@ -23,8 +22,8 @@ from interlock.model import Traits
 from interlock.store import NodeRecord
 
 T = TypeVar("T")
-out = Console()
-err = Console(stderr=True)
+out = render.console()
+err = render.console(stderr=True)
 
 SitesOpt = Annotated[
     Path | None,
@@ -74,18 +73,6 @@ async def _with_workflows(e: Engine, coro: Coroutine[Any, Any, T]) -> T:
         workflow.stop()
 
 
-def _table(nodes: list[NodeRecord], title: str = "") -> Table:
-    t = Table(title=title or None, title_justify="left")
-    for col in ("node", "site", "status", "step", "public ip", "login", "fix-ups / error"):
-        t.add_column(col, overflow="fold")
-    for n in nodes:
-        note = n.error if n.status == "failed" else "; ".join(n.fixups)
-        t.add_row(
-            n.name, n.site, n.status, n.step, n.public_ip or "", n.login_user or "", note or ""
-        )
-    return t
-
-
 def register(app: typer.Typer) -> None:
     @app.command()
     def sites(sites_file: SitesOpt = None, as_json: JsonOpt = False) -> None:
@@ -111,7 +98,7 @@ def register(app: typer.Typer) -> None:
             t.add_row(
                 r["site"], r["provider"], r["region"], str(r["concurrency"]), f"{r['rate']:g}"
             )
-        out.print(t)
+        render.table(out, t)
 
     @app.command()
     def plan(
@@ -130,8 +117,7 @@ def register(app: typer.Typer) -> None:
             return
         for name, c in choices.items():
             out.print(f"[bold]{name}[/bold]")
-            for reason in c.reasons:
-                out.print(f"  • {reason}")
+            render.lines(out, [f"  • {reason}" for reason in c.reasons])
 
     @app.command()
     def up(
@@ -169,7 +155,7 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print(json.dumps([n.model_dump(exclude={"traits"}) for n in nodes], indent=2))
         else:
-            out.print(_table(nodes))
+            render.nodes(out, nodes)
 
     @app.command()
     def ssh(
@@ -284,8 +270,9 @@ def _live(e: Engine, start: Any, as_json: bool) -> list[NodeRecord]:
                     seen[n.name] = state
 
             return list(await _with_workflows(e, start(log)))
-        with Live(_table([]), console=out, refresh_per_second=8) as live:
-            return list(await _with_workflows(e, start(lambda n: live.update(_table(n)))))
+        with Live(render.node_table([]), console=out, refresh_per_second=8) as live:
+            update = start(lambda n: live.update(render.node_table(n)))
+            return list(await _with_workflows(e, update))
 
     return _run(go())
 
@@ -294,7 +281,7 @@ def _report(nodes: list[NodeRecord], as_json: bool) -> None:
     if as_json:
         print(json.dumps([n.model_dump(exclude={"traits"}) for n in nodes], indent=2))
     else:
-        out.print(_table(nodes, "result"))
+        render.nodes(out, nodes, "result")
     if any(n.status != "ready" for n in nodes):
         raise typer.Exit(ExitCode.FAILURE)
 

@@ -54,8 +54,10 @@ class NodeRecord(BaseModel):
     key_ref: str | None = None
     login_user: str | None = None
     host_key: str | None = None
-    image: str | None = None
+    image: str | None = None  # the site's ids
     flavor: str | None = None
+    image_name: str | None = None  # and what the site calls them
+    flavor_name: str | None = None
     fixups: list[str] = []
     attempts: list[dict[str, str]] = []
     error: str | None = None

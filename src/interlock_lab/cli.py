@@ -7,16 +7,16 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from interlock import render
 from interlock_lab.client import LabClient, resolve_sites
 
 app = typer.Typer(
     help="The lab: emulated clouds (EC2, Redfish metal) backed by real sandbox nodes.",
     no_args_is_help=True,
 )
-out = Console()
+out = render.console()
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
@@ -80,5 +80,13 @@ def _show(state: dict[str, Any], as_json: bool) -> None:
             str(site["nodes"]),
             str(site["outstanding"]),
         )
-    out.print(table)
-    out.print(f"control API: {state['api']}   (interlock lab status --json for credentials)")
+    render.table(out, table)
+    moved = [
+        f"{name}: public pool {site['public_pool']} (another lab holds {wanted})"
+        for name, site in state["sites"].items()
+        if (wanted := site.get("public_pool_wanted"))
+    ]
+    render.lines(out, moved)
+    render.lines(
+        out, [f"control API: {state['api']}   (interlock lab status --json for credentials)"]
+    )

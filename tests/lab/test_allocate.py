@@ -93,6 +93,24 @@ def test_failed_attempt_rolls_back_what_it_created(lab: Lab, cli: Cli) -> None:
     assert not list((cli.home / "keys").iterdir())
 
 
+def test_output_outside_a_terminal_shows_every_error_whole(lab: Lab, cli: Cli) -> None:
+    # Both sites fail: a long error naming each. Read from a pipe (not a terminal), rich
+    # would lay it out for 80 columns; every node's error must come out whole, on one line.
+    done = cli("up", "pipe", "--count", "2", "--site", "full,noeip", check=False)
+    assert done.returncode == 1
+    nodes = cli.json("ls")
+    errors = [n["error"] for n in nodes]
+    assert len(errors) == 2 and all(len(e) > 120 and "full: " in e for e in errors), errors
+    listed = cli("ls").stdout.splitlines()
+    for shown in (done.stdout.splitlines(), listed):
+        for e in errors:
+            assert f"  error: {e}" in shown, (e, shown)
+    for name in ("pipe-1", "pipe-2"):  # one node per line, its error below it
+        head = next(i for i, line in enumerate(listed) if line.startswith(f"{name}  "))
+        assert "  failed" in listed[head] and listed[head + 1].startswith("  error: ")
+    cli("down", "pipe")
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -48,11 +48,11 @@ def test_steps_1_2_and_8_fail_cleanly_and_step_2_rides_out_throttling(lab: Lab, 
     assert cli.json("ls") == []
     # Step 2 is throttled twice (retried with backoff), then step 1 cannot register the key.
     step1 = failed(cli, lab, "flaky")
-    assert step1["error"].startswith("node key: flaky: InvalidKey.Format")
+    assert step1["error"].startswith("flaky: node key: InvalidKey.Format")
     # The node was secured, but an allocation that cannot remove its key from the site is
     # rolled back, not kept.
     step8 = failed(cli, lab, "flaky")
-    assert step8["error"].startswith("remove node key: flaky: InvalidKeyPair.Duplicate")
+    assert step8["error"].startswith("flaky: remove node key: InvalidKeyPair.Duplicate")
     # Every fault spent: the same request now goes through.
     (node,) = cli.json("up", "ok", "--site", "flaky")
     assert node["status"] == "ready"
@@ -70,5 +70,6 @@ def test_steps_5_6_7_fail_cleanly_on_nodes_that_cannot_be_used(
     lab: Lab, short_ssh: Cli, os_: str, step: str, message: str
 ) -> None:
     node = failed(short_ssh, lab, "broken", "--os", os_)
-    assert node["error"].startswith(f"{step}: ") and message in node["error"], node["error"]
-    assert node["attempts"] == [{"site": "broken", "result": "failed", "why": node["error"]}]
+    assert node["error"].startswith(f"broken: {step}: ") and message in node["error"], node
+    why = node["error"].removeprefix("broken: ")
+    assert node["attempts"] == [{"site": "broken", "result": "failed", "why": why}]

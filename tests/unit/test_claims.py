@@ -24,15 +24,15 @@ def registry(tmp_path: Path) -> Path:
 
 
 def test_a_free_block_is_given_as_wanted_and_a_held_one_moves(registry: Path) -> None:
-    first = claim(Path("/labs/a"), {"site:aws": Net("127.10.0.0/16")}, {"epmd": 14369}, registry)
-    second = claim(Path("/labs/b"), {"site:aws": Net("127.10.0.0/16")}, {"epmd": 14369}, registry)
-    assert first.blocks["site:aws"] == Net("127.10.0.0/16") and not first.moved()
-    assert second.blocks["site:aws"] == Net("127.11.0.0/16")
-    assert second.moved() == {"site:aws": (Net("127.10.0.0/16"), Net("127.11.0.0/16"))}
+    first = claim(Path("/labs/a"), {"site:aws": Net("127.240.0.0/16")}, {"epmd": 14369}, registry)
+    second = claim(Path("/labs/b"), {"site:aws": Net("127.240.0.0/16")}, {"epmd": 14369}, registry)
+    assert first.blocks["site:aws"] == Net("127.240.0.0/16") and not first.moved()
+    assert second.blocks["site:aws"] == Net("127.241.0.0/16")
+    assert second.moved() == {"site:aws": (Net("127.240.0.0/16"), Net("127.241.0.0/16"))}
     assert second.ports["epmd"] == first.ports["epmd"] + 1
     first.release()
-    third = claim(Path("/labs/c"), {"site:aws": Net("127.10.0.0/16")}, {}, registry)
-    assert third.blocks["site:aws"] == Net("127.10.0.0/16")  # free again once released
+    third = claim(Path("/labs/c"), {"site:aws": Net("127.240.0.0/16")}, {}, registry)
+    assert third.blocks["site:aws"] == Net("127.240.0.0/16")  # free again once released
     second.release()
     third.release()
     assert not registry.exists()  # the last lab leaves nothing behind
@@ -41,10 +41,10 @@ def test_a_free_block_is_given_as_wanted_and_a_held_one_moves(registry: Path) ->
 def test_a_dead_labs_record_holds_nothing(registry: Path) -> None:
     # A lab killed with SIGKILL leaves its record, but not the lock on it.
     registry.mkdir(parents=True)
-    stale = {"dir": "/labs/dead", "pid": 1, "blocks": {"site:aws": "127.10.0.0/16"}}
+    stale = {"dir": "/labs/dead", "pid": 1, "blocks": {"site:aws": "127.240.0.0/16"}}
     (registry / "deadbeefdeadbeef.json").write_text(json.dumps(stale))
-    held = claim(Path("/labs/a"), {"site:aws": Net("127.10.0.0/16")}, {}, registry)
-    assert held.blocks["site:aws"] == Net("127.10.0.0/16")
+    held = claim(Path("/labs/a"), {"site:aws": Net("127.240.0.0/16")}, {}, registry)
+    assert held.blocks["site:aws"] == Net("127.240.0.0/16")
     assert not (registry / "deadbeefdeadbeef.json").exists()
     held.release()
 
@@ -68,16 +68,16 @@ def test_what_something_listens_on_is_skipped(registry: Path) -> None:
 
 def test_blocks_of_one_lab_do_not_overlap_each_other(registry: Path) -> None:
     held = claim(
-        Path("/labs/a"), {"a": Net("127.10.0.0/16"), "b": Net("127.10.5.0/24")}, {}, registry
+        Path("/labs/a"), {"a": Net("127.240.0.0/16"), "b": Net("127.240.5.0/24")}, {}, registry
     )
     assert not held.blocks["a"].overlaps(held.blocks["b"])
     held.release()
 
 
 def test_one_lab_directory_cannot_claim_twice(registry: Path) -> None:
-    held = claim(Path("/labs/a"), {"a": Net("127.10.0.0/16")}, {}, registry)
+    held = claim(Path("/labs/a"), {"a": Net("127.240.0.0/16")}, {}, registry)
     with pytest.raises(ClaimError, match="already runs"):
-        claim(Path("/labs/a"), {"a": Net("127.10.0.0/16")}, {}, registry)
+        claim(Path("/labs/a"), {"a": Net("127.240.0.0/16")}, {}, registry)
     held.release()
 
 

@@ -63,6 +63,27 @@ def test_a_clean_run_is_yes_and_fixups_make_partial_with_their_names() -> None:
     assert site_passes(list(got.values()))
 
 
+def test_evidence_names_images_and_flavors_as_the_site_does_with_their_ids() -> None:
+    uuid = "dc1623f2-0030-5d13-93e7-1a5dd2b7115c"
+    ready = node(
+        status="ready",
+        login_user="cloud-user",
+        image=uuid,
+        image_name="ubuntu-24.04-server-cloudimg",
+        flavor="42",
+        flavor_name="b.medium",
+    )
+    other = "ubuntu-22.04-server-cloudimg (29033419-dbc0-57d7-b765-8a79ba9551e1)"
+    obs = Observation("s", node=ready, logins={other: "dhc-user"})
+    got = {r.capability.id: r for r in grade(G, obs)}
+    (consistent,) = got["login-consistent"].checks
+    assert consistent.observed == (
+        f"ubuntu-24.04-server-cloudimg ({uuid}): cloud-user; {other}: dhc-user"
+    )
+    (selected,) = [c for c in got["selectable-by-traits"].checks if c.check.kind == "selected"]
+    assert selected.observed == f"b.medium (42) / ubuntu-24.04-server-cloudimg ({uuid})"
+
+
 def test_a_failed_step_is_no_and_what_follows_is_not_run_never_a_pass() -> None:
     attempt = {"site": "s", "result": "failed", "why": "public address: s: quota"}
     failed = node(status="failed", failed_step="public_address", attempts=[attempt])

@@ -93,13 +93,15 @@ async def discover_login(
     host: str, key: asyncssh.SSHKey, candidates: Sequence[tuple[str, str]], deadline: float
 ) -> Login:
     """Find the account the node key logs in to. `candidates` are (user, source) in order."""
-    tried: list[str] = []
+    tried: list[str] = []  # every attempt, in order: its length is the true count
     fixups: list[str] = []
     queue = list(dict.fromkeys(u for u, _ in candidates))
     rounds = 0
     while True:
         rounds += 1
-        for user in list(queue):
+        i = 0
+        while i < len(queue):  # the queue grows as it goes: a redirect's name comes next
+            user = queue[i]
             outcome = await _try(host, user, key)
             while outcome == "down":
                 if time.monotonic() > deadline:
@@ -113,9 +115,14 @@ async def discover_login(
                 return Login(user, tuple(fixups), tuple(tried))
             if outcome.startswith("redirect:"):
                 named = outcome.split(":", 1)[1]
-                if named not in queue[: queue.index(user) + 1]:
-                    queue.insert(queue.index(user) + 1, named)
-                fixups.append(f'root redirected to "{named}" by cloud-init')
+                if named not in queue[: i + 1]:  # not tried yet this round: it is next
+                    if named in queue:
+                        queue.remove(named)
+                    queue.insert(i + 1, named)
+                redirected = f'root redirected to "{named}" by cloud-init'
+                if redirected not in fixups:
+                    fixups.append(redirected)
+            i += 1
         if time.monotonic() > deadline:
             attempts = ", ".join(dict.fromkeys(tried))
             raise AccessError(f"{host}: no account accepted the node key (tried {attempts})")

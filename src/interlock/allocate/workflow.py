@@ -26,7 +26,13 @@ from interlock.config import SitesFile
 from interlock.model import Choice, Metadata, Traits
 from interlock.profiles import login_candidates, needs_floating_ip
 from interlock.providers import make_provider
-from interlock.providers.base import NodeRequest, Provider, QuotaError, TransientError
+from interlock.providers.base import (
+    NodeRequest,
+    Provider,
+    ProviderError,
+    QuotaError,
+    TransientError,
+)
 from interlock.selection import NoMatch, choose, selection_fixups
 from interlock.store import Store
 
@@ -210,7 +216,15 @@ async def request(
             provider.create_node,
             NodeRequest(node, c.image, c.flavor, c.network, key_ref, tags, public),
         )
-    e.progress(node, "request", server_id=server, image=c.image.id, flavor=c.flavor.id)
+    e.progress(
+        node,
+        "request",
+        server_id=server,
+        image=c.image.id,
+        flavor=c.flavor.id,
+        image_name=c.image.name,
+        flavor_name=c.flavor.name,
+    )
     return server
 
 
@@ -368,8 +382,12 @@ async def allocate(node: str, deployment: str, sites: list[str], traits: dict[st
         attempts.append({"site": site, "result": "ready", "why": ""})
         await finish(node, "ready", {"fixups": fixups, "attempts": attempts, "step": "done"})
         return "ready"
-    why = "; ".join(f"{a['site']}: {a['why']}" for a in attempts) or "no site given"
-    await finish(node, "failed", {"error": f"no site could take it ({why})", "attempts": attempts})
+    tried = [f"{a['site']}: {a['why']}" for a in attempts]
+    if len(tried) == 1:
+        error = tried[0]
+    else:
+        error = "no site could take it: " + ("; ".join(tried) or "no site given")
+    await finish(node, "failed", {"error": error, "attempts": attempts})
     return "failed"
 
 
@@ -410,5 +428,6 @@ def _step_of(stage: str, err: BaseException) -> str:
 
 
 def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
+    # A provider's error names its site, which each attempt records beside it already.
+    text = (err.detail if isinstance(err, ProviderError) else str(err)).strip().splitlines()
     return (text[0] if text else type(err).__name__)[:300]

@@ -8,17 +8,16 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from interlock import config
+from interlock import config, render
 from interlock.conform import guideline as guidelines
 from interlock.conform import report, runner
 from interlock.conform.results import Results, compare
 from interlock.errors import ExitCode, InterlockError
 
-out = Console()
-err = Console(stderr=True)
+out = render.console()
+err = render.console(stderr=True)
 
 
 def results_store() -> Results:
@@ -67,7 +66,7 @@ def conform(
     if yardstick is not None and yardstick not in names:
         names = [yardstick, *names]
     if not as_json:
-        err.print(f"conform: {', '.join(names)} against {g.id} …")
+        render.lines(err, [f"conform: {', '.join(names)} against {g.id} …"])
     run = asyncio.run(runner.run(names, g, yardstick))
     data = report.as_dict(run)
     store = results_store()
@@ -81,12 +80,9 @@ def conform(
     if as_json:
         print(json.dumps(data, indent=2))
     else:
-        # Wide enough for every site side by side, even when the output is not a terminal.
-        wide = out if out.is_terminal else Console(width=max(120, 30 + 14 * len(names)))
-        wide.print(report.matrix(data))
-        for note in report.fixup_notes(data):
-            wide.print(f"  {note}", highlight=False, markup=False)
-        out.print(f"run {run.id}; HTML report: {index}")
+        render.table(out, report.matrix(data))
+        render.lines(out, [f"  {note}" for note in report.fixup_notes(data)])
+        render.lines(out, [f"run {run.id}; HTML report: {index}"])
     if any(s["verdict"] != "pass" for s in data["sites"].values()):
         raise typer.Exit(int(ExitCode.FAILURE))
 
@@ -105,7 +101,7 @@ def _history(as_json: bool) -> None:
         t.add_column(col)
     for r in runs:
         t.add_row(r["id"], r["guideline"], ", ".join(f"{s}: {v}" for s, v in r["verdicts"].items()))
-    out.print(t)
+    render.table(out, t)
 
 
 def _compare(args: list[str], as_json: bool) -> None:
@@ -137,7 +133,7 @@ def _compare(args: list[str], as_json: bool) -> None:
         t.add_column(col)
     for row in rows:
         t.add_row(*(str(v) for v in row.values()))
-    out.print(t)
+    render.table(out, t)
 
 
 def register(app: typer.Typer) -> None:

@@ -108,7 +108,7 @@ def judge(check: Check, obs: Observation) -> CheckResult:
         if failed is not None and STEPS.index(step) > STEPS.index(failed):
             return CheckResult(check, "not-run", f"{failed} failed first", expected)
         if check.kind == "selected":
-            chosen = f"{node.flavor} / {node.image}" if node else "chosen"
+            chosen = f"{_flavor(node)} / {_image(node)}" if node else "chosen"
             return CheckResult(check, "pass", chosen, "a flavor and an image fit the request")
         wanted = [str(w) for w in p.get("fixups", [])]
         fixups = [
@@ -123,7 +123,7 @@ def judge(check: Check, obs: Observation) -> CheckResult:
         expected = "one login account for every image of the distribution"
         if node is None or node.login_user is None:
             return CheckResult(check, "not-run", "the requested node never logged in", expected)
-        users = {f"{node.image}": node.login_user}
+        users = {_image(node): node.login_user}
         users.update({v: u for v, u in obs.logins.items() if u is not None})
         shown = "; ".join(f"{k}: {u}" for k, u in users.items())
         if len(users) == 1 and None in obs.logins.values():
@@ -159,6 +159,21 @@ def judge(check: Check, obs: Observation) -> CheckResult:
         timed: Status = "pass" if took <= limit else "fail"
         return CheckResult(check, timed, f"{took} s", f"≤ {limit:g} s", seconds=took)
     return CheckResult(check, "error", f"unknown check kind {check.kind}", "-")
+
+
+def named(name: str | None, ident: str | None) -> str:
+    """What a site calls a thing, with its id where that differs: people read names."""
+    if name and ident and name != ident:
+        return f"{name} ({ident})"
+    return name or ident or "?"
+
+
+def _image(node: NodeRecord) -> str:
+    return named(node.image_name, node.image)
+
+
+def _flavor(node: NodeRecord) -> str:
+    return named(node.flavor_name, node.flavor)
 
 
 def verdict(results: list[CheckResult]) -> tuple[Verdict, list[str]]:
@@ -272,7 +287,8 @@ async def _other_versions(e: Engine, site: str, traits: Traits) -> dict[str, str
         except InterlockError:
             return f"{traits.distro}-{version}", None
         await deploy.down(e, deployment)
-        return node.image or version, node.login_user if node.status == "ready" else None
+        label = _image(node) if node.image else f"{traits.distro}-{version}"
+        return label, node.login_user if node.status == "ready" else None
 
     return dict(await asyncio.gather(*(one(v) for v in versions)))
 

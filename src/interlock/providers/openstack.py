@@ -90,8 +90,16 @@ def classify(err: BaseException) -> type[ProviderError] | None:
 
 
 def one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return f"{type(err).__name__}: {text}"[:300]
+    """The API's own words, once: "HTTP 409 from POST http://…/floatingips: Quota exceeded
+    …" (openstacksdk's str() repeats the class name and buries the server's message)."""
+    if isinstance(err, osx.HttpException) and err.status_code is not None:
+        method, url = (v.decode() if isinstance(v, bytes) else v for v in (err.method, err.url))
+        where = f" from {method} {url}" if url else ""
+        said = err.details or err.message
+        text = f"HTTP {err.status_code}{where}: {said}"
+    else:
+        text = f"{type(err).__name__}: {err}"
+    return " ".join(text.split())[:300]
 
 
 class OpenstackProvider:
