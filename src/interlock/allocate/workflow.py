@@ -372,23 +372,26 @@ async def allocate(node: str, deployment: str, sites: list[str], traits: dict[st
                 except Exception as left:  # what stays is on record: `interlock down` retries
                     why += f" (rollback incomplete: {_one_line(left)})"
                     attempts.append({"site": site, "result": "failed", "why": why})
-                    await finish(node, "failed", {"error": why, "attempts": attempts})
+                    await finish(node, "failed", {"error": _error(attempts), "attempts": attempts})
                     return "failed"
                 attempts.append({"site": site, "result": "failed", "why": why})
                 if isinstance(err, QuotaError):
                     continue  # capacity or quota: the next site may have room
-                await finish(node, "failed", {"error": why, "attempts": attempts})
+                await finish(node, "failed", {"error": _error(attempts), "attempts": attempts})
                 return "failed"
         attempts.append({"site": site, "result": "ready", "why": ""})
         await finish(node, "ready", {"fixups": fixups, "attempts": attempts, "step": "done"})
         return "ready"
+    await finish(node, "failed", {"error": _error(attempts), "attempts": attempts})
+    return "failed"
+
+
+def _error(attempts: list[dict[str, str]]) -> str:
+    """A failed node's one line: the site and its reason, or each site's in turn."""
     tried = [f"{a['site']}: {a['why']}" for a in attempts]
     if len(tried) == 1:
-        error = tried[0]
-    else:
-        error = "no site could take it: " + ("; ".join(tried) or "no site given")
-    await finish(node, "failed", {"error": error, "attempts": attempts})
-    return "failed"
+        return tried[0]
+    return "no site could take it: " + ("; ".join(tried) or "no site given")
 
 
 async def _on_site(site: str, node: str, deployment: str, traits: dict[str, Any]) -> list[str]:
