@@ -30,6 +30,7 @@ lint: install
 	$(BIN)/mypy
 
 bench: install
+	$(BIN)/python bench/cli.py
 	$(BIN)/python bench/nodes.py
 	$(BIN)/python bench/allocate.py
 	$(BIN)/python bench/secure.py

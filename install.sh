@@ -65,8 +65,8 @@ if [ "${1:-}" != "--no-demo" ]; then
   $il ls
   echo
   # Then every lab site scored on behavioural interoperability against the aws site.
-  echo "== interlock conform"
-  $il conform || true
+  echo "== interlock conform run"
+  $il conform run || true
   echo
   echo "Log in:       .venv/bin/interlock ssh demo-aws-1"
   echo "Release:      .venv/bin/interlock down --all"

@@ -41,11 +41,11 @@ def main() -> int:
 
 
 async def run(n: int) -> dict[str, Any]:
-    from interlock import deploy
-    from interlock.allocate import workflow
+    from interlock.engine import open_engine
     from interlock.model import Traits
+    from interlock.services import deploy
 
-    e = deploy.open_engine()
+    e = open_engine()
     calls = {"n": 0}
     provider: Any = e.site("aws").provider
 
@@ -53,14 +53,10 @@ async def run(n: int) -> dict[str, Any]:
         calls["n"] += 1
 
     provider.ec2.meta.events.register("before-call", count)
-    workflow.start(e)
-    try:
-        start = time.monotonic()
-        nodes = await deploy.up(e, "bench", n, ["aws"], Traits(), lambda _: None)
-        wall = time.monotonic() - start
-        await deploy.down(e, "bench")
-    finally:
-        workflow.stop()
+    start = time.monotonic()
+    nodes = await deploy.up(e, "bench", n, ["aws"], Traits(), lambda _: None)
+    wall = time.monotonic() - start
+    await deploy.down(e, "bench")
     ready = sum(1 for x in nodes if x.status == "ready")
     return {
         "nodes": n,

@@ -32,7 +32,7 @@ def main() -> int:
                "INTERLOCK_SITES": str(work / "lab" / labdir.SITES)}  # fmt: skip
         start = time.monotonic()
         done = subprocess.run(
-            [sys.executable, "-m", "interlock", "conform", "--json"],
+            [sys.executable, "-m", "interlock", "conform", "run", "--json"],
             capture_output=True, text=True, env=env,
         )  # fmt: skip
         wall = time.monotonic() - start

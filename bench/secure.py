@@ -32,8 +32,8 @@ from typing import Any
 
 import asyncssh
 
-from interlock.allocate import access, keys
 from interlock.providers.normalize import CANDIDATE_USERS, DEFAULT_USERS
+from interlock.ssh import access, keys
 from lablib import ec2_client, print_figures, private_aws_lab
 
 UBUNTU = "ami-0e2c8caa4b6378d8c"  # the aws site's Ubuntu 24.04 image (login: ubuntu)

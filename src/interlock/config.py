@@ -3,18 +3,19 @@
 Credentials are never stored here: the file names where they come from (an AWS
 profile and its config files, read by botocore; a password file, mode 0600), so
 the file itself can be shown, logged and committed. Which file is used:
-    --sites FILE  >  $INTERLOCK_SITES  >  ~/.config/interlock/sites.yaml  >  the running lab's
+    --sites FILE  >  $INTERLOCK_SITES  >  ~/.config/interlock/sites.yaml  >  a plugin's
+(entry points `interlock.sites`: the lab offers its running lab's sites file).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
-from interlock import yamlfile
+from interlock import plugins, yamlfile
 
 
 class Strict(BaseModel):
@@ -94,8 +95,37 @@ class GceSite(SiteBase):
     ]
 
 
+class PluginSite(SiteBase):
+    """A site of a provider kind another package registers (entry points
+    `interlock.providers`); that provider reads the rest of its fields."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    provider: str
+
+    @field_validator("provider")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        kinds = plugins.names(plugins.PROVIDERS)
+        if v not in kinds:
+            raise ValueError(f"unknown provider {v!r}; installed: {', '.join(kinds)}")
+        return v
+
+
+BUILTIN = {"aws": AwsSite, "metal": MetalSite, "openstack": OpenstackSite, "gce": GceSite}
+
+
+def _kind(v: Any) -> str:
+    kind = v.get("provider") if isinstance(v, dict) else getattr(v, "provider", None)
+    return kind if kind in BUILTIN else "plugin"
+
+
 SiteConfig = Annotated[
-    AwsSite | MetalSite | OpenstackSite | GceSite, Field(discriminator="provider")
+    Annotated[AwsSite, Tag("aws")]
+    | Annotated[MetalSite, Tag("metal")]
+    | Annotated[OpenstackSite, Tag("openstack")]
+    | Annotated[GceSite, Tag("gce")]
+    | Annotated[PluginSite, Tag("plugin")],
+    Discriminator(_kind),
 ]
 
 
@@ -123,13 +153,12 @@ def sites_path(explicit: Path | None = None) -> Path:
     user = Path(os.path.expanduser("~/.config/interlock/sites.yaml"))
     if user.exists():
         return user
-    try:
-        from interlock_lab import labdir
-    except ImportError:  # no lab installed: only the user's own file
-        return user
-    return labdir.default_dir() / labdir.SITES
+    # Another package may offer a default (the lab: its running lab's sites file).
+    for _, offered in plugins.offered(plugins.SITES):
+        return Path(offered)
+    return user
 
 
 def load_sites(path: Path) -> SitesFile:
-    missing = "no sites file (start the lab with `interlock lab up`, or write one)"
+    missing = "no sites file: write one (see the README), or start the lab: `interlock lab up`"
     return yamlfile.load(path, SitesFile, missing)

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import re
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 # public: boot here, the address is reachable; private: boot here, a floating IP is needed;
 # external-usable / -unusable: floating IPs come (or cannot come) from here; never booted on.
@@ -21,13 +28,47 @@ StepName = Literal[
     "root_access",
     "key_removal",
 ]
-STEPS: tuple[str, ...] = get_args(StepName)
+STEPS: tuple[StepName, ...] = get_args(StepName)
+# How people read each step in progress lines and errors ("public address: …").
+STEP_LABELS: dict[StepName, str] = {
+    "node_key": "node key",
+    "metadata": "metadata",
+    "selection": "selection",
+    "request": "request",
+    "public_address": "public address",
+    "login": "login",
+    "root_access": "root access",
+    "key_removal": "remove node key",
+}
 
 NetworkRole = Literal["public", "private", "external-usable", "external-unusable"]
 
 
 class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Fixup(Frozen):
+    """What interlock had to do for a step to work on a site: data all the way to reports.
+    Written (JSON, state) as "step: text", the form people read."""
+
+    step: StepName
+    text: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            step, _, text = v.partition(": ")
+            return {"step": step, "text": text}
+        return v
+
+    @model_serializer
+    def _as_text(self) -> str:
+        return str(self)
+
+    def __str__(self) -> str:
+        return f"{self.step}: {self.text}"
 
 
 class Flavor(Frozen):
@@ -60,6 +101,8 @@ class Network(Frozen):
     evidence: str  # what decided the role, for `interlock plan`
     # For private networks: whether a router takes them outside (a floating IP can reach them).
     reaches_outside: bool = True
+    # The router that takes a private network outside, where a router decided its role.
+    router: str | None = None
 
 
 class Metadata(Frozen):
@@ -94,10 +137,12 @@ class Traits(Frozen):
 
 
 class Choice(Frozen):
-    """What selection picked for a site, and why."""
+    """What selection picked for a site, and why. `needs_floating_ip` is decided here
+    once (declared > learned > the network's role) and only read after."""
 
     flavor: Flavor
     image: Image
     network: Network | None
     needs_floating_ip: bool
     reasons: tuple[str, ...]
+    fixups: tuple[Fixup, ...] = ()

@@ -7,7 +7,7 @@ from __future__ import annotations
 from interlock.config import DeclaredProfile
 from interlock.model import Image
 from interlock.providers.normalize import CANDIDATE_USERS
-from interlock.store import Store
+from interlock.state import Store
 
 
 def login_candidates(
@@ -28,7 +28,9 @@ def login_candidates(
     return out
 
 
-def needs_floating_ip(site: str, declared: DeclaredProfile, store: Store) -> bool | None:
+def floating_ip(site: str, declared: DeclaredProfile, store: Store) -> bool | None:
+    """Whether the site always (True) or never (False) needs a floating IP, where the
+    operator declared it or an allocation learned it; None: the network's role decides."""
     if declared.floating_ip is not None:
         return declared.floating_ip
     fact = store.fact(site, "floating_ip")

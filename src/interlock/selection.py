@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from interlock.errors import ExitCode, InterlockError
-from interlock.model import Choice, Flavor, Image, Metadata, Network, Traits
+from interlock.model import Choice, Fixup, Flavor, Image, Metadata, Network, Traits
 from interlock.providers.normalize import version_key, version_matches
 
 
@@ -64,16 +64,25 @@ def pick_network(
 
 
 def choose(
-    site: str, meta: Metadata, traits: Traits, declared_network: str | None = None
+    site: str,
+    meta: Metadata,
+    traits: Traits,
+    declared_network: str | None = None,
+    floating: bool | None = None,
 ) -> Choice:
+    """Flavor, image and network for `traits`, and whether a floating IP is needed: the
+    one place that decides it (`floating`: what the site's profile declares or learned,
+    which wins over the network's role)."""
     image = pick_image(site, meta.images, traits)
     flavor = pick_flavor(site, meta.flavors, traits, image)
-    network, floating, why = pick_network(meta.networks, declared_network)
-    return Choice(
+    network, by_role, why = pick_network(meta.networks, declared_network)
+    if floating is not None:
+        why += f"; a floating IP {'always' if floating else 'never'}: the site's profile"
+    choice = Choice(
         flavor=flavor,
         image=image,
         network=network,
-        needs_floating_ip=floating,
+        needs_floating_ip=by_role if floating is None else floating,
         reasons=(
             f"flavor {flavor.name}: the smallest with ≥{traits.cpus} vCPU, "
             f"≥{traits.memory_gib:g} GiB ({flavor.vcpus} vCPU, {flavor.ram_mib} MiB)",
@@ -81,6 +90,7 @@ def choose(
             why,
         ),
     )
+    return choice.model_copy(update={"fixups": _fixups(meta, network)})
 
 
 # Words in network names that claim a role (what users would go by, and clouds get wrong).
@@ -88,7 +98,7 @@ PUBLIC_WORDS = ("public", "external", "internet", "wan")
 PRIVATE_WORDS = ("private", "internal", "tenant", "lan")
 
 
-def selection_fixups(meta: Metadata, choice: Choice) -> list[str]:
+def _fixups(meta: Metadata, chosen: Network | None) -> tuple[Fixup, ...]:
     """Where picking the network took more than reading labels: a name that says the
     opposite of the network's role, or several bootable networks told apart by routers."""
     out = []
@@ -98,9 +108,12 @@ def selection_fixups(meta: Metadata, choice: Choice) -> list[str]:
         says_private = any(w in name for w in PRIVATE_WORDS)
         usable_out = n.role in ("public", "external-usable")
         if (says_public and not usable_out) or (says_private and n.role == "public"):
-            out.append(f"selection: network {n.name!r} is {n.role} whatever its name says")
+            out.append(
+                Fixup(
+                    step="selection", text=f"network {n.name!r} is {n.role} whatever its name says"
+                )
+            )
     bootable = [n for n in meta.networks if n.role in ("public", "private")]
-    chosen = choice.network
-    if chosen is not None and len(bootable) > 1 and chosen.evidence.startswith("router "):
-        out.append(f"selection: network {chosen.name} told apart by its router")
-    return out
+    if chosen is not None and len(bootable) > 1 and chosen.router is not None:
+        out.append(Fixup(step="selection", text=f"network {chosen.name} told apart by its router"))
+    return tuple(out)

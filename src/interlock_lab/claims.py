@@ -37,6 +37,14 @@ def registry_dir() -> Path:
     return Path(os.environ.get("INTERLOCK_LAB_CLAIMS", "/run/interlock-lab"))
 
 
+@dataclass(frozen=True)
+class LabAddresses:
+    """What the lab claimed of this machine's loopback for its shared services."""
+
+    services: str = "127.60.0.1"  # the lab's OpenStack listens here
+    epmd_port: int = 14369  # RabbitMQ's epmd (which listens on 127.0.0.1 too)
+
+
 class ClaimError(RuntimeError):
     """No free block or port was left for what a lab wants."""
 

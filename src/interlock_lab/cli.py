@@ -7,13 +7,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from interlock import render
-from interlock_lab.client import LabClient, resolve_sites
+from interlock.cli import render
 
 app = typer.Typer(
-    help="The lab: emulated clouds (EC2, Redfish metal) backed by real sandbox nodes.",
+    help="The lab: emulated clouds (EC2, OpenStack, Redfish metal) backed by real sandbox nodes.",
     no_args_is_help=True,
 )
 out = render.console()
@@ -33,6 +31,8 @@ def up(
     as_json: JsonOpt = False,
 ) -> None:
     """Start the lab in the background with the given sites, then show them."""
+    from interlock_lab.client import LabClient, resolve_sites
+
     specs = resolve_sites(sites or [], site_file or [])
     if not as_json:
         out.print(f"starting lab sites: {', '.join(s.name for _, s in specs)} …")
@@ -43,12 +43,16 @@ def up(
 @app.command()
 def status(as_json: JsonOpt = False) -> None:
     """Show the running lab: sites, endpoints, nodes, outstanding resources."""
+    from interlock_lab.client import LabClient
+
     _show(LabClient().status(), as_json)
 
 
 @app.command()
 def down(as_json: JsonOpt = False) -> None:
     """Stop the lab: every node ends and every file of the lab goes."""
+    from interlock_lab.client import LabClient
+
     result = LabClient().down()
     if as_json:
         print(json.dumps(result, indent=2))
@@ -68,6 +72,8 @@ def _show(state: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(state, indent=2))
         return
+    from rich.table import Table
+
     table = Table(title=f"interlock lab — {state['dir']}", title_justify="left")
     for col in ("site", "kind", "endpoint", "public pool", "nodes", "outstanding"):
         table.add_column(col, overflow="fold")

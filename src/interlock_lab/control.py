@@ -6,11 +6,11 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, HTTPException
 
-from interlock_lab.emulators import openstack
 from interlock_lab.ledger import Entry
 
 if TYPE_CHECKING:
-    from interlock_lab.daemon import Lab
+    from interlock_lab.lab import Lab
+    from interlock_lab.openstack.cloud import OpenstackCloud
 
 
 def make_app(lab: Lab) -> FastAPI:
@@ -29,9 +29,14 @@ def make_app(lab: Lab) -> FastAPI:
         return lab.ledger.entries(site, outstanding=outstanding)
 
     # Called by the lab's Nova and ML2 drivers from inside its OpenStack.
+    def cloud() -> OpenstackCloud:
+        if lab.openstack is None:
+            raise HTTPException(404, "this lab runs no OpenStack")
+        return lab.openstack
+
     @app.post("/v1/openstack/spawn")
     async def spawn(body: dict[str, Any]) -> dict[str, str]:
-        site = openstack.site_of(body["project_id"])
+        site = cloud().site_of(body["project_id"])
         if site is None:
             raise HTTPException(404, f"no lab site for project {body['project_id']}")
         await site.spawn(body)
@@ -39,14 +44,14 @@ def make_app(lab: Lab) -> FastAPI:
 
     @app.post("/v1/openstack/destroy")
     async def destroy(body: dict[str, Any]) -> dict[str, str]:
-        site = openstack.site_of_server(body["server_id"])
+        site = cloud().site_of_server(body["server_id"])
         if site is not None:
             await site.destroy(body["server_id"], bool(body.get("wipe", True)))
         return {"status": "gone"}
 
     @app.post("/v1/openstack/floating-ip")
     async def floating_ip(body: dict[str, Any]) -> dict[str, str]:
-        site = openstack.site_of(body["project_id"])
+        site = cloud().site_of(body["project_id"])
         if site is not None:
             await site.floating_ip(body)
         return {"status": "ok"}

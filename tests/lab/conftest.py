@@ -26,7 +26,7 @@ import boto3
 import pytest
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_exponential
 
-from interlock.allocate import access
+from interlock.ssh import access
 from interlock_lab import labdir
 from interlock_lab.client import LabClient, resolve_sites
 from interlock_lab.sitefile import builtin_sites

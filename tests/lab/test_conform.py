@@ -19,7 +19,9 @@ def test_conform_matches_ground_truth_and_reports_it(lab: Lab, cli: Cli, tmp_pat
     assert held["status"] == "ready"
     machines = lab.state["sites"]["metal"]["machines"]
     held_machine = next(m["name"] for m in machines if m["public_ip"] == held["public_ip"])
-    done = cli("conform", "aws", "metal", "--json", "--junit", str(junit), "--html", str(html))
+    done = cli(
+        "conform", "run", "aws", "metal", "--json", "--junit", str(junit), "--html", str(html)
+    )
     report = json.loads(done.stdout)
     assert report["schema"] == "interlock-conformance/1" and report["run"]["baseline"] == "aws"
     for site in ("aws", "metal"):
@@ -60,13 +62,13 @@ def test_conform_matches_ground_truth_and_reports_it(lab: Lab, cli: Cli, tmp_pat
 def test_a_bad_guideline_is_one_clear_error(cli: Cli, tmp_path: Path) -> None:
     bad = tmp_path / "g.yaml"
     bad.write_text("schema: 1\nid: g\nstatus: approved\ncapabilities: []\n")
-    done = cli("conform", "aws", "--guideline", str(bad), check=False)
+    done = cli("conform", "run", "aws", "--guideline", str(bad), check=False)
     assert done.returncode == 2
     assert done.stderr.strip().startswith(f"error: {bad}: field 'capabilities'")
 
 
 def test_a_users_own_site_file_gets_its_verdicts_without_code(lab: Lab, cli: Cli) -> None:
-    done = cli("conform", "userquirks", "--baseline", "", "--json")
+    done = cli("conform", "run", "userquirks", "--baseline", "", "--json")
     report = json.loads(done.stdout)
     truth = load_site_file(HERE / "userquirks.yaml").ground_truth.capabilities
     got = {c: v["verdict"] for c, v in report["sites"]["userquirks"]["capabilities"].items()}

@@ -16,7 +16,7 @@ import pytest
         ["up", "x", "--count", "abc"],
         ["plan", "--cpus", "abc"],
         ["lab", "frob"],
-        ["conform", "--baseline"],
+        ["conform", "run", "--baseline"],
     ],
 )
 def test_usage_errors_exit_2_with_one_clear_message(args: list[str]) -> None:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from interlock.conform import guideline as guidelines
+from interlock.conform.judge import grade, site_passes
+from interlock.conform.observe import Observation
 from interlock.conform.report import as_dict, junit, write_html
-from interlock.conform.runner import Observation, Run, grade, site_passes
+from interlock.conform.run import Run
 from interlock.errors import ExitCode, InterlockError
-from interlock.store import NodeRecord
+from interlock.state import NodeRecord
 
 G = guidelines.load()
 
@@ -111,10 +114,12 @@ def test_leftovers_after_release_fail_and_a_flag_waives() -> None:
 
 
 def test_reports_carry_every_verdict(tmp_path: Path) -> None:
-    a = Observation("a", node=node(status="ready"), released={"server": None, "site_key": False})
+    fixed = node(status="ready", fixups=["public_address: floating IP allocated"])
+    a = Observation("a", node=fixed, released={"server": None, "site_key": False})
     b = Observation("b", refused="b: AuthFailure", refused_step="metadata")
     run = Run("r1", 0.0, G, "a", {"a": a, "b": b}, {"a": grade(G, a), "b": grade(G, b)})
-    data = as_dict(run)
+    data = json.loads(json.dumps(as_dict(run)))  # JSON all the way through
+    assert data["sites"]["a"]["node"]["fixups"] == ["public_address: floating IP allocated"]
     assert data["sites"]["b"]["capabilities"]["metadata-listable"]["verdict"] == "NO"
     assert data["sites"]["b"]["capabilities"]["metadata-listable"]["matches_baseline"] is False
     xml = junit(data)

@@ -77,7 +77,7 @@ def anonymous() -> AnonymousCredentials:
 
 @pytest.fixture
 def gce() -> GceProvider:
-    return GceProvider("s", site(), anonymous())
+    return GceProvider("s", site(), credentials=anonymous())
 
 
 def serve_metadata(m: Mocker, ubuntu: Any = None) -> None:
@@ -219,7 +219,7 @@ def test_create_node_sends_labels_key_metadata_nat_and_waits(
 
 def test_operations_are_waited_on_at_the_sites_endpoint(requests_mock: Mocker) -> None:
     """The SDK's ExtendedOperation.result() would poll compute.googleapis.com instead."""
-    gce = GceProvider("s", site(endpoint="https://gce.example.test"), anonymous())
+    gce = GceProvider("s", site(endpoint="https://gce.example.test"), credentials=anonymous())
     here = "https://gce.example.test/compute/v1/projects/p/zones/europe-west1-b"
     requests_mock.post(f"{here}/instances", json=recorded("operation_running"))
     requests_mock.post(f"{here}/operations/{ZONE_OP}/wait", json=recorded("operation_done"))

@@ -10,7 +10,7 @@ from typing import Any
 import asyncssh
 import pytest
 
-from interlock.allocate import access
+from interlock.ssh import access
 
 
 class Node:

@@ -7,8 +7,8 @@ import io
 from rich.console import Console
 from rich.table import Table
 
-from interlock import render
-from interlock.store import NodeRecord
+from interlock.cli import render
+from interlock.state import NodeRecord
 
 ERROR = (
     "no site could take it: full: request: InsufficientInstanceCapacity: injected by the "

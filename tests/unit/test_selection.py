@@ -12,7 +12,7 @@ from interlock.model import Flavor, Image, Metadata, Network, Traits
 from interlock.profiles import login_candidates
 from interlock.providers.normalize import distro_version
 from interlock.selection import NoMatch, choose
-from interlock.store import Store
+from interlock.state.sqlite import SqliteStore as Store
 
 FLAVORS = (
     Flavor(id="big", name="big", vcpus=8, ram_mib=32768),

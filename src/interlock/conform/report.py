@@ -12,7 +12,8 @@ from typing import Any
 
 from rich.table import Table
 
-from interlock.conform.runner import Run, site_passes
+from interlock.conform.judge import site_passes
+from interlock.conform.run import Run
 
 SCHEMA = "interlock-conformance/1"
 
@@ -33,7 +34,7 @@ def as_dict(run: Run) -> dict[str, Any]:
                 "image_name": obs.node.image_name if obs.node else None,
                 "flavor": obs.node.flavor if obs.node else None,
                 "flavor_name": obs.node.flavor_name if obs.node else None,
-                "fixups": obs.node.fixups if obs.node else [],
+                "fixups": [str(f) for f in obs.node.fixups] if obs.node else [],
                 "error": obs.error() or None,
             },
             "capabilities": {

@@ -1,27 +1,30 @@
-"""One module per API kind; `make_provider` picks it from a site's config."""
+"""One module per API kind, found by kind in a registry: the `interlock.providers` entry
+points (pyproject.toml; see interlock.plugins), so a provider can come from another
+package too. Each names a class built as `Provider(site, config, store)`; its SDK is
+imported when it is built."""
 
 from __future__ import annotations
 
-from interlock.config import AwsSite, GceSite, MetalSite, OpenstackSite, SiteBase
-from interlock.providers.base import Provider
-from interlock.store import Store
+from typing import TYPE_CHECKING, Any, cast
+
+from interlock import plugins
+from interlock.errors import ExitCode, InterlockError
+
+if TYPE_CHECKING:
+    from interlock.providers.base import Provider, ProviderClass
+    from interlock.state import Store
 
 
-def make_provider(name: str, config: SiteBase, store: Store) -> Provider:
-    if isinstance(config, AwsSite):
-        from interlock.providers.aws import AwsProvider
+def provider_class(kind: str) -> ProviderClass:
+    found = plugins.load(plugins.PROVIDERS, kind)
+    if found is None:
+        installed = ", ".join(plugins.names(plugins.PROVIDERS))
+        raise InterlockError(
+            f"no provider for kind {kind!r}; installed: {installed}", ExitCode.BAD_INPUT
+        )
+    return cast("ProviderClass", found)
 
-        return AwsProvider(name, config)
-    if isinstance(config, MetalSite):
-        from interlock.providers.metal import MetalProvider
 
-        return MetalProvider(name, config, store)
-    if isinstance(config, OpenstackSite):
-        from interlock.providers.openstack import OpenstackProvider
-
-        return OpenstackProvider(name, config)
-    if isinstance(config, GceSite):
-        from interlock.providers.gce import GceProvider
-
-        return GceProvider(name, config)
-    raise TypeError(f"no provider for {type(config).__name__}")
+def make_provider(site: str, config: Any, store: Store) -> Provider:
+    """The provider of a site's config (one of interlock.config's site models)."""
+    return provider_class(config.provider)(site, config, store)

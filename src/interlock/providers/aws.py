@@ -25,6 +25,7 @@ from interlock.providers.base import (
     TransientError,
 )
 from interlock.providers.normalize import DEFAULT_USERS, distro_version
+from interlock.state import Store
 
 T = TypeVar("T")
 AUTH = {"AuthFailure", "UnauthorizedOperation", "InvalidClientTokenId", "SignatureDoesNotMatch"}
@@ -48,7 +49,7 @@ STATES = {"pending": "pending", "running": "running", "stopping": "stopped", "st
 class AwsProvider:
     bootstrap: tuple[Path, str] | None = None
 
-    def __init__(self, site: str, config: AwsSite) -> None:
+    def __init__(self, site: str, config: AwsSite, store: Store | None = None) -> None:
         self.site = site
         core = botocore.session.Session(profile=config.aws_profile)
         if config.aws_config_file:

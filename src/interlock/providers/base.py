@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from interlock.errors import ExitCode, InterlockError
 from interlock.model import Flavor, Image, Metadata, Network
+
+if TYPE_CHECKING:
+    from interlock.state import Store
 
 
 class ProviderError(InterlockError):
@@ -73,6 +76,12 @@ class ServerInfo:
     state: str  # pending | running | stopped | gone
     public_ip: str | None
     private_ip: str | None
+
+
+class ProviderClass(Protocol):
+    """What the registry builds a provider with (interlock.providers)."""
+
+    def __call__(self, site: str, config: Any, store: Store) -> Provider: ...
 
 
 class Provider(Protocol):

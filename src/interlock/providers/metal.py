@@ -30,7 +30,7 @@ from interlock.providers.base import (
     ServerInfo,
     TransientError,
 )
-from interlock.store import Store
+from interlock.state import Store
 
 
 def flavor_of(m: Machine) -> Flavor:

@@ -37,6 +37,7 @@ from interlock.providers.base import (
     TransientError,
 )
 from interlock.providers.normalize import DEFAULT_USERS, distro_version
+from interlock.state import Store
 
 T = TypeVar("T")
 STATES = {
@@ -105,7 +106,7 @@ def one_line(err: BaseException) -> str:
 class OpenstackProvider:
     bootstrap: tuple[Path, str] | None = None
 
-    def __init__(self, site: str, config: OpenstackSite) -> None:
+    def __init__(self, site: str, config: OpenstackSite, store: Store | None = None) -> None:
         self.site = site
         self.config = config
         self._conn: connection.Connection | None = None
@@ -208,6 +209,7 @@ class OpenstackProvider:
         role: NetworkRole
         for n in nets:
             name = names[n.id]
+            router: str | None = None
             if n.is_router_external and n.is_shared:
                 role, why = "public", "router:external and shared: servers boot on it, routable"
             elif n.is_router_external and not n.subnet_ids:
@@ -229,6 +231,7 @@ class OpenstackProvider:
                     role=role,
                     evidence=why,
                     reaches_outside=role != "private" or n.id in gateways,
+                    router=router,
                 )
             )
         # Public first, then private networks that reach outside: selection's order.

@@ -33,6 +33,8 @@ from moto.ec2.models.amis import Ami, AmiBackend
 from moto.ec2.models.elastic_network_interfaces import NetworkInterface
 from moto.server import ThreadedMotoServer
 
+from interlock import config
+from interlock_lab import labdir
 from interlock_lab.emulators.base import SiteContext, password_hash, stable_digits
 from interlock_lab.emulators.faults import FaultPicker
 from interlock_lab.fabric.ipam import AddressPool, PoolExhausted
@@ -107,24 +109,22 @@ class AwsSite:
             "password_file": str(self._secret_file()),
         }
 
-    def client_config(self) -> dict[str, Any]:
+    def client_config(self) -> config.AwsSite:
         # Credentials go through botocore's own loader: a profile in files of ours.
         self.ctx.dir.mkdir(parents=True, exist_ok=True)
-        config, creds = self.ctx.dir / "aws-config", self.ctx.dir / "aws-credentials"
+        settings, creds = self.ctx.dir / "aws-config", self.ctx.dir / "aws-credentials"
         profile = f"lab-{self.spec.name}"
-        config.write_text(f"[profile {profile}]\nregion = {self.spec.region}\n")
-        creds.write_text(
-            f"[{profile}]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {ACCESS_KEY}\n"
+        settings.write_text(f"[profile {profile}]\nregion = {self.spec.region}\n")
+        keys = f"aws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {ACCESS_KEY}\n"
+        labdir.write_secret(creds, f"[{profile}]\n{keys}")
+        return config.AwsSite(
+            provider="aws",
+            region=self.spec.region,
+            endpoint=self.url,
+            aws_profile=profile,
+            aws_config_file=settings,
+            aws_credentials_file=creds,
         )
-        creds.chmod(0o600)
-        return {
-            "provider": "aws",
-            "region": self.spec.region,
-            "endpoint": self.url,
-            "aws_profile": profile,
-            "aws_config_file": str(config),
-            "aws_credentials_file": str(creds),
-        }
 
     # -- nodes -------------------------------------------------------------
 

@@ -5,22 +5,19 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from interlock.config import SiteConfig
 from interlock_lab import labdir
+from interlock_lab.claims import LabAddresses
 from interlock_lab.ledger import Ledger
 from interlock_lab.runtime import Runtime
 from interlock_lab.sitefile import SiteSpec
 
-
-@dataclass(frozen=True)
-class LabAddresses:
-    """What the lab claimed of this machine's loopback for its shared services."""
-
-    services: str = "127.60.0.1"  # the lab's OpenStack listens here
-    epmd_port: int = 14369  # RabbitMQ's epmd (which listens on 127.0.0.1 too)
+if TYPE_CHECKING:
+    from interlock_lab.openstack.cloud import OpenstackCloud
 
 
 @dataclass
@@ -33,7 +30,8 @@ class SiteContext:
     dir: Path
     loop: asyncio.AbstractEventLoop
     lab_api: str = ""  # the lab's control API (for drivers running inside a site's services)
-    addresses: LabAddresses = LabAddresses()
+    addresses: LabAddresses = field(default_factory=LabAddresses)
+    openstack: OpenstackCloud | None = None  # the lab's one OpenStack, for openstack sites
 
 
 class EmulatedSite(Protocol):
@@ -45,8 +43,8 @@ class EmulatedSite(Protocol):
     def info(self) -> dict[str, Any]:
         """Endpoint and access details for clients (no secret values, only paths)."""
 
-    def client_config(self) -> dict[str, Any]:
-        """This site's entry in an interlock sites file (see interlock.config)."""
+    def client_config(self) -> SiteConfig:
+        """This site's entry in an interlock sites file."""
 
 
 def password_hash(secret_file: Path) -> str:

@@ -28,10 +28,12 @@ from sushy_tools.emulator import main as emulator
 from sushy_tools.emulator.resources.systems import fakedriver
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from interlock import config
+from interlock.ssh.keys import ed25519_pair
 from interlock_lab import labdir
 from interlock_lab.emulators.base import SiteContext
 from interlock_lab.emulators.faults import FaultPicker
-from interlock_lab.node.rootfs import FirstBoot, host_key
+from interlock_lab.node.rootfs import FirstBoot
 from interlock_lab.sitefile import METAL_FIRST_HOST
 
 BMC_USER = "admin"
@@ -172,31 +174,31 @@ class MetalSite:
             ],
         }
 
-    def client_config(self) -> dict[str, Any]:
+    def client_config(self) -> config.MetalSite:
         machines = []
         for m in self.machines.values():
             flavor, image = self.spec.flavor(m.flavor), self.spec.image(m.image)
             machines.append(
-                {
-                    "name": m.name,
-                    "uuid": m.uuid,
-                    "public_ip": str(m.public_ip),
-                    "vcpus": flavor.vcpus,
-                    "ram_mib": flavor.ram_mib,
-                    "disk_gib": flavor.disk_gib,
-                    "distro": image.os,
-                    "version": image.version,
-                }
+                config.Machine(
+                    name=m.name,
+                    uuid=m.uuid,
+                    public_ip=str(m.public_ip),
+                    vcpus=flavor.vcpus,
+                    ram_mib=flavor.ram_mib,
+                    disk_gib=flavor.disk_gib,
+                    distro=image.os,
+                    version=image.version,
+                )
             )
-        return {
-            "provider": "metal",
-            "region": self.spec.region,
-            "endpoint": self.url,
-            "username": BMC_USER,
-            "password_file": str(self.password_file),
-            "pool_key": str(self.key_file),
-            "machines": machines,
-        }
+        return config.MetalSite(
+            provider="metal",
+            region=self.spec.region,
+            endpoint=self.url,
+            username=BMC_USER,
+            password_file=self.password_file,
+            pool_key=self.key_file,
+            machines=machines,
+        )
 
     def power(self, system_uuid: str, on: bool, reinstall: bool = False) -> None:
         """Called by the BMC in its request thread, before the new state is stored."""
@@ -239,7 +241,7 @@ def _mac(system_uuid: str) -> str:
 def _write_key(path: Path) -> None:
     if path.exists():
         return
-    private, public = host_key()
+    private, public = ed25519_pair()
     labdir.write_secret(path, private)
     Path(str(path) + ".pub").write_text(public + " interlock-lab-pool\n")
 

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import threading
 import uuid
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from interlock import config
 from interlock_lab import labdir
 from interlock_lab.emulators.base import SiteContext, password_hash
 from interlock_lab.node.rootfs import FirstBoot
@@ -31,53 +31,16 @@ from interlock_lab.openstack.controller import Controller
 from interlock_lab.sitefile import ImageSpec, NetworkSpec
 
 IMAGE_NS = uuid.UUID("6f0c7c9e-3c1e-4d57-9a59-1f5f3c3f9a11")
-# Where nodes on external (127.x) networks live inside the lab; their 127.x address is
-# forwarded to them, as a provider network's address would be routed.
-INNER = ipaddress.IPv4Network("100.64.0.0/10")
-
-_lock = threading.Lock()
-_controller: Controller | None = None
-_sites: dict[str, OpenstackSite] = {}  # project id -> site
-_inner_next = 0
-
-
-def _acquire(ctx: SiteContext) -> Controller:
-    global _controller
-    with _lock:
-        if _controller is None:
-            where = ctx.addresses
-            c = Controller(ctx.runtime.run_dir, where.services, ctx.lab_api, where.epmd_port)
-            c.start()
-            _controller = c
-        return _controller
-
-
-def _release(site: OpenstackSite) -> None:
-    global _controller
-    with _lock:
-        _sites.pop(site.project_id, None)
-        if not _sites and _controller is not None:
-            _controller.stop()
-            _controller = None
-
-
-def site_of(project_id: str) -> OpenstackSite | None:
-    return _sites.get(project_id)
-
-
-def site_of_server(server_id: str) -> OpenstackSite | None:
-    return next((s for s in _sites.values() if server_id in s.servers), None)
-
-
-def controller() -> Controller | None:
-    return _controller
 
 
 class OpenstackSite:
     kind = "openstack"
 
     def __init__(self, ctx: SiteContext) -> None:
+        if ctx.openstack is None:
+            raise RuntimeError("an openstack site needs the lab's OpenStack")
         self.ctx = ctx
+        self.cloud = ctx.openstack
         self.spec = ctx.spec
         self.project_id = ""
         self.networks: dict[str, tuple[NetworkSpec, ipaddress.IPv4Network]] = {}  # id -> spec
@@ -90,19 +53,19 @@ class OpenstackSite:
     # -- lifecycle ---------------------------------------------------------------
 
     def start(self) -> None:
-        c = _acquire(self.ctx)
+        c = self.cloud.acquire()
         try:
             self._setup(c)
         except BaseException:
-            _release(self)
+            self.cloud.release(self)
             raise
-        _sites[self.project_id] = self
+        self.cloud.joined(self)
 
     def stop(self) -> None:
-        _release(self)
+        self.cloud.release(self)
 
     def info(self) -> dict[str, Any]:
-        c = _controller
+        c = self.cloud.controller
         return {
             "endpoint": c.settings.url("keystone", "/v3") if c else None,
             "project": f"lab-{self.spec.name}",
@@ -113,13 +76,13 @@ class OpenstackSite:
             "openstack_start_seconds": c.timings if c else None,
         }
 
-    def client_config(self) -> dict[str, Any]:
-        return {
-            "provider": "openstack",
-            "cloud": self.spec.name,
-            "clouds_file": str(self._clouds_file()),
-            "region": REGION,
-        }
+    def client_config(self) -> config.OpenstackSite:
+        return config.OpenstackSite(
+            provider="openstack",
+            cloud=self.spec.name,
+            clouds_file=self._clouds_file(),
+            region=REGION,
+        )
 
     def _clouds_file(self) -> Path:
         return self.ctx.dir / "clouds.yaml"
@@ -165,7 +128,6 @@ class OpenstackSite:
         self._images(conn)
 
     def _networks(self, conn: Any) -> None:
-        global _inner_next
         made: dict[str, tuple[Any, Any]] = {}
         for n in self.spec.networks:
             if n.external:
@@ -180,10 +142,7 @@ class OpenstackSite:
                 if n.shared:
                     conn.network.create_rbac_policy(object_type="network", object_id=net.id,
                         action="access_as_shared", target_project_id=self.project_id)  # fmt: skip
-                with _lock:
-                    base = int(INNER.network_address) + _inner_next
-                    _inner_next += n.cidr.num_addresses
-                inner = ipaddress.IPv4Network((base, n.cidr.prefixlen))
+                inner = self.cloud.inner(n.cidr)
                 owner: dict[str, Any] = {}
             else:
                 net = conn.network.create_network(name=n.name, project_id=self.project_id)

@@ -20,9 +20,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
-
+from interlock.ssh.keys import ed25519_pair
 from interlock_lab.sitefile import Behaviour
 
 FIRSTBOOT = "/var/lib/interlock-lab/firstboot"
@@ -132,21 +130,6 @@ def _accounts(upper: Path, user: str, password_hash: str | None) -> Account:
     return account
 
 
-def host_key() -> tuple[str, str]:
-    key = ed25519.Ed25519PrivateKey.generate()
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.OpenSSH,
-        serialization.NoEncryption(),
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-        .decode()
-    )
-    return private, public
-
-
 def prepare(upper: Path, boot: FirstBoot) -> None:
     """Write the node's first-boot state into `upper` (an empty directory)."""
     b = boot.behaviour
@@ -161,7 +144,7 @@ def prepare(upper: Path, boot: FirstBoot) -> None:
     # The node's resolver is its own loopback: no query ever leaves the lab.
     _write(upper, "/etc/resolv.conf", "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
 
-    private, public = host_key()
+    private, public = ed25519_pair()
     _write(upper, "/etc/ssh/ssh_host_ed25519_key", private, 0o600)
     _write(upper, "/etc/ssh/ssh_host_ed25519_key.pub", public + "\n")
     _write(upper, "/etc/ssh/sshd_config", SSHD_CONFIG)

@@ -17,16 +17,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import asyncssh
 
+from interlock.ssh.facts import SshdSettings, sshd_settings
+from interlock.ssh.remote import CONNECT_TIMEOUT, AccessError, as_root, connect, run, until
+
 REDIRECT = re.compile(r'Please login as the user "([^"]+)" rather than the user "root"')
-CONNECT_TIMEOUT = 5.0
-
-
-class AccessError(RuntimeError):
-    """A step's SSH work failed; the message is one line for the user."""
 
 
 @dataclass(frozen=True)
@@ -55,19 +52,6 @@ async def wait_for_ssh(host: str, deadline: float, port: int = 22) -> float:
             raise AccessError(f"{host}:{port} did not answer SSH in time")
         await asyncio.sleep(delay)
         delay = min(delay * 2, 1.0)
-
-
-def connect(host: str, user: str, key: asyncssh.SSHKey | Path, **kw: Any) -> Any:
-    return asyncssh.connect(
-        host,
-        username=user,
-        client_keys=[key],
-        known_hosts=None,
-        agent_path=None,
-        preferred_auth="publickey",
-        connect_timeout=CONNECT_TIMEOUT,
-        **kw,
-    )
 
 
 async def _try(host: str, user: str, key: asyncssh.SSHKey) -> str:
@@ -141,23 +125,8 @@ class RootState:
 async def root_state(host: str, login: str, key: asyncssh.SSHKey) -> RootState:
     by_key = login == "root" or await _try(host, "root", key) == "ok"
     async with connect(host, login, key) as conn:
-        sshd = "$(command -v sshd || echo /usr/sbin/sshd) -T"
-        config = await run(conn, _as_root(login, sshd), "sshd -T")
-    settings = dict(line.split(" ", 1) for line in config.lower().splitlines() if " " in line)
-    return RootState(by_key, settings.get("passwordauthentication") != "no")
-
-
-async def run(conn: asyncssh.SSHClientConnection, command: str, what: str) -> str:
-    done = await conn.run(command, check=False)
-    if done.exit_status != 0:
-        err = str(done.stderr or done.stdout).strip().splitlines()
-        raise AccessError(f"{what} failed: {err[-1] if err else f'exit {done.exit_status}'}")
-    return str(done.stdout)
-
-
-def _as_root(user: str, script: str) -> str:
-    wrapped = f"sh -c {shlex.quote(script)}"
-    return wrapped if user == "root" else f"sudo -n {wrapped}"
+        sshd = await sshd_settings(conn, login)
+    return RootState(by_key, sshd.password_login)
 
 
 SECURE = """set -e
@@ -189,28 +158,24 @@ async def secure_root(
     """Step 7: root gets exactly the platform keys; password login off; sshd reloaded."""
     keys = " ".join(shlex.quote(k) for k in platform_public)
     async with connect(host, login, node_key) as conn:
-        await run(conn, _as_root(login, SECURE.format(keys=keys)), "securing root")
+        await run(conn, as_root(login, SECURE.format(keys=keys)), "securing root")
 
 
 async def verify_root(host: str, platform_key: Path, deadline: float) -> str:
     """Root logs in with a platform key, sshd -T shows the settings, and a password
     login is refused for real. Returns the node's SSH host key (for known_hosts)."""
     key = asyncssh.read_private_key(platform_key)
-    while True:  # sshd is reloading: its listener comes back within moments
-        try:
-            async with connect(host, "root", key) as conn:
-                config = await run(conn, "$(command -v sshd || echo /usr/sbin/sshd) -T", "sshd -T")
-                host_key = conn.get_server_host_key()
-            break
-        except (OSError, asyncssh.Error) as e:
-            if time.monotonic() > deadline:
-                raise AccessError(f"root login with the platform key failed: {e}") from None
-            await asyncio.sleep(0.2)
-    settings = dict(line.split(" ", 1) for line in config.lower().splitlines() if " " in line)
-    if settings.get("passwordauthentication") != "no":
+
+    async def look() -> tuple[SshdSettings, asyncssh.SSHKey | None]:
+        async with connect(host, "root", key) as conn:
+            return await sshd_settings(conn, "root"), conn.get_server_host_key()
+
+    # sshd is reloading: its listener comes back within moments.
+    sshd, host_key = await until(deadline, "root login with the platform key failed", look)
+    if sshd.password_login:
         raise AccessError("sshd still allows password authentication")
-    if settings.get("permitrootlogin") not in ("prohibit-password", "without-password"):
-        raise AccessError(f"sshd PermitRootLogin is {settings.get('permitrootlogin')}")
+    if sshd.permit_root_login not in ("prohibit-password", "without-password"):
+        raise AccessError(f"sshd PermitRootLogin is {sshd.permit_root_login}")
     try:
         async with asyncssh.connect(
             host,
@@ -258,12 +223,9 @@ async def install_key_with(
         f"set -e; umask 077; mkdir -p {home}/.ssh; "
         f"printf '%s\\n' {shlex.quote(public)} >> {home}/.ssh/authorized_keys"
     )
-    while True:
-        try:
-            async with connect(host, user, key) as conn:
-                await run(conn, _as_root(user, script), "installing the node key")
-                return
-        except (OSError, asyncssh.Error) as e:
-            if time.monotonic() > deadline:
-                raise AccessError(f"the bootstrap key did not log in as {user}: {e}") from None
-            await asyncio.sleep(0.2)
+
+    async def install() -> None:
+        async with connect(host, user, key) as conn:
+            await run(conn, as_root(user, script), "installing the node key")
+
+    await until(deadline, f"the bootstrap key did not log in as {user}", install)

@@ -1,16 +1,19 @@
-"""The `interlock` command."""
+"""The `interlock` command: typer sub-commands, one module per group, over the services.
+
+Start-up stays light: only typer and rich are imported here; each command imports the
+services (and through them the SDKs) it uses when it runs. Other packages add command
+groups through the `interlock.cli` entry points (the lab adds `interlock lab`).
+"""
 
 from __future__ import annotations
 
 import sys
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
-from interlock import __version__
-from interlock.commands import register
-from interlock.conform.command import register as register_conform
+from interlock import __version__, plugins
+from interlock.cli import access, conform, nodes
+from interlock.cli.render import console
 from interlock.errors import InterlockError
 
 app = typer.Typer(
@@ -19,18 +22,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-err = Console(stderr=True)
-
-try:
-    from interlock_lab.cli import app as lab_app
-
-    app.add_typer(lab_app, name="lab")
-except ImportError:  # the lab is an extra: pip install 'interlock[lab]'
-    pass
-
-
-register(app)
-register_conform(app)
+nodes.register(app)
+access.register(app)
+app.add_typer(conform.app, name="conform")
 
 
 @app.command()
@@ -39,12 +33,19 @@ def version() -> None:
     print(__version__)
 
 
+# Command groups from other packages (the lab's, where its extra is installed).
+for _name, _group in plugins.offered(plugins.CLI):
+    app.add_typer(_group, name=_name)
+
+
 def main() -> None:
+    err = console(stderr=True)
     try:
         code = app(standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)
     except InterlockError as e:
-        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
+        err.print("[red]error:[/red] ", end="", highlight=False)
+        err.print(str(e), markup=False, highlight=False)
         sys.exit(e.code)
     except (KeyboardInterrupt, typer.Abort):
         err.print("interrupted")

@@ -1,8 +1,4 @@
-"""interlock's state: nodes, learned site facts and metal claims (SQLite).
-
-Nothing secret is stored: node records hold addresses, ids and login names; a
-node's private key lives only as a 0600 file until step 8 deletes it.
-"""
+"""The SQLite store: interlock's embedded state (nodes, learned facts, metal claims)."""
 
 from __future__ import annotations
 
@@ -13,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from interlock.state.records import Fact, NodeRecord
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS nodes (
@@ -39,42 +35,7 @@ CREATE TABLE IF NOT EXISTS claims (
 """
 
 
-class NodeRecord(BaseModel):
-    name: str
-    deployment: str
-    status: str = "pending"  # pending | allocating | ready | failed | deleting
-    step: str = ""
-    workflow_id: str | None = None
-    traits: dict[str, object] = {}
-    site: str = ""
-    server_id: str | None = None
-    public_ip: str | None = None
-    public_ip_ref: str | None = None
-    private_ip: str | None = None
-    key_ref: str | None = None
-    login_user: str | None = None
-    host_key: str | None = None
-    image: str | None = None  # the site's ids
-    flavor: str | None = None
-    image_name: str | None = None  # and what the site calls them
-    flavor_name: str | None = None
-    fixups: list[str] = []
-    attempts: list[dict[str, str]] = []
-    error: str | None = None
-    failed_step: str | None = None  # where the last attempt failed (a StepName)
-    # When each step began (Unix time), for time-to-SSH-ready and the like.
-    timeline: dict[str, float] = {}
-
-
-class Fact(BaseModel):
-    site: str
-    key: str
-    value: str
-    evidence: str
-    learned: float
-
-
-class Store:
+class SqliteStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
@@ -114,7 +75,8 @@ class Store:
             step = changes.get("step")
             if step and step not in node.timeline:
                 changes["timeline"] = {**node.timeline, step: time.time()}
-            node = node.model_copy(update=changes)
+            # Validated as a whole: a wrong field or type fails here, not in a later reader.
+            node = NodeRecord.model_validate({**node.model_dump(), **changes})
             self._db.execute(
                 "UPDATE nodes SET data = ?, updated = ? WHERE name = ?",
                 (node.model_dump_json(), time.time(), name),

@@ -5,9 +5,24 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import asyncssh
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+
+
+def ed25519_pair() -> tuple[str, str]:
+    """A fresh ed25519 key: (private key in OpenSSH PEM, public key line without comment)."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
+    return private, public
 
 
 def _write_private(path: Path, pem: str) -> None:
@@ -19,25 +34,17 @@ def _write_private(path: Path, pem: str) -> None:
 
 def new_key(path: Path, comment: str) -> str:
     """Create an ed25519 key at `path` (mode 0600); returns its OpenSSH public key."""
-    key = ed25519.Ed25519PrivateKey.generate()
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.OpenSSH,
-        serialization.NoEncryption(),
-    ).decode()
-    _write_private(path, pem)
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-        .decode()
-    )
+    private, public = ed25519_pair()
+    _write_private(path, private)
     return f"{public} {comment}"
 
 
 def public_of(path: Path) -> str:
     """The OpenSSH public key of a private key file."""
+    import asyncssh
+
     key = asyncssh.read_private_key(path)
-    return key.export_public_key().decode().strip()
+    return str(key.export_public_key().decode()).strip()
 
 
 def key_body(public: str) -> str:
@@ -46,7 +53,8 @@ def key_body(public: str) -> str:
 
 
 def platform_keys(configured: list[Path], home: Path) -> list[Path]:
-    """The platform's private keys; without any configured, interlock's own (created once)."""
+    """The platform's private keys; without any configured, interlock's own (created once,
+    when a node first needs it)."""
     if configured:
         return [p.expanduser() for p in configured]
     own = home / "platform_ed25519"

@@ -11,26 +11,16 @@ it). In a terminal, tables stay, and an error a table had to cut is shown whole 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+if TYPE_CHECKING:
+    from interlock.state import NodeRecord
+
 WIDEST = 100_000  # wide enough to measure any table at its natural width
-
-
-class NodeLike(Protocol):
-    """What a node list shows (interlock.store.NodeRecord has it)."""
-
-    name: str
-    site: str
-    status: str
-    step: str
-    public_ip: str | None
-    login_user: str | None
-    fixups: list[str]
-    error: str | None
 
 
 def console(stderr: bool = False) -> Console:
@@ -56,7 +46,7 @@ def lines(out: Console, texts: Sequence[str]) -> None:
         out.print(text, markup=False, highlight=False)
 
 
-def nodes(out: Console, records: Sequence[NodeLike], title: str = "") -> None:
+def nodes(out: Console, records: Sequence[NodeRecord], title: str = "") -> None:
     """A node list: a table in a terminal (errors whole below it), plain lines elsewhere."""
     if not out.is_terminal:
         if title:
@@ -69,7 +59,7 @@ def nodes(out: Console, records: Sequence[NodeLike], title: str = "") -> None:
         lines(out, ["errors:", *(f"  {n.name}: {n.error}" for n in failed)])
 
 
-def node_table(records: Sequence[NodeLike], title: str = "") -> Table:
+def node_table(records: Sequence[NodeRecord], title: str = "") -> Table:
     """The terminal's node table: fix-ups folded, an error on one line (cut if need be:
     `nodes` shows it whole below the table)."""
     t = Table(title=title or None, title_justify="left")
@@ -79,16 +69,16 @@ def node_table(records: Sequence[NodeLike], title: str = "") -> Table:
         note = (
             Text(n.error or "", no_wrap=True, overflow="ellipsis")
             if n.status == "failed"
-            else Text("\n".join(n.fixups))
+            else Text("\n".join(str(f) for f in n.fixups))
         )
-        t.add_row(n.name, n.site, n.status, n.step, n.public_ip or "", n.login_user or "", note)
+        t.add_row(n.name, n.site, n.status, n.stage, n.public_ip or "", n.login_user or "", note)
     return t
 
 
-def _node_lines(n: NodeLike) -> list[str]:
+def _node_lines(n: NodeRecord) -> list[str]:
     head = [n.name, n.site or "-", n.status]
-    if n.status not in ("ready", "failed") and n.step:
-        head.append(f"({n.step})")
+    if n.status not in ("ready", "failed") and n.stage:
+        head.append(f"({n.stage})")
     if n.public_ip:
         head.append(n.public_ip)
     if n.login_user:

@@ -1,0 +1,167 @@
+"""The engine: the context of one interlock home (its sites, its state, the providers and
+their limits), made by whoever runs work and passed to it, never reached through a global.
+
+Nothing here touches a cloud or a secret until asked: providers are built on first use
+(and with them their SDKs), the platform key is made when a node first needs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from interlock import config
+from interlock.errors import ExitCode, InterlockError
+from interlock.model import Choice, Metadata, StepName, Traits
+from interlock.profiles import floating_ip
+from interlock.state import Store, open_store
+
+if TYPE_CHECKING:
+    from aiolimiter import AsyncLimiter
+
+    from interlock.providers.base import Provider
+
+T = TypeVar("T")
+OWNER = "interlock"
+
+
+def site_key_ref(node: str) -> str:
+    """The name a node's key is registered under at its site."""
+    return f"interlock-{node}"
+
+
+@dataclass
+class SiteRuntime:
+    provider: Provider
+    slots: asyncio.Semaphore
+    rate: AsyncLimiter
+
+
+class Engine:
+    """Config, state, providers and limits of one home; steps and services get it passed."""
+
+    def __init__(self, sites: config.SitesFile, store: Store, home: Path) -> None:
+        self.sites = sites
+        self.store = store
+        self.home = home
+        self._sites: dict[str, SiteRuntime] = {}
+        self._metadata: dict[str, asyncio.Task[Metadata]] = {}
+
+    # -- what nodes need -----------------------------------------------------------
+
+    @cached_property
+    def platform(self) -> list[Path]:
+        """The platform's private keys (interlock's own is created here, on first need)."""
+        from interlock.ssh import keys
+
+        return keys.platform_keys(self.sites.platform_keys, self.home)
+
+    @cached_property
+    def platform_public(self) -> list[str]:
+        from interlock.ssh import keys
+
+        return [keys.public_of(p) for p in self.platform]
+
+    def key_path(self, node: str) -> Path:
+        return self.home / "keys" / node
+
+    # -- sites ---------------------------------------------------------------------
+
+    def check_sites(self, names: list[str]) -> None:
+        unknown = [n for n in names if n not in self.sites.sites]
+        if unknown:
+            raise InterlockError(
+                f"unknown site {unknown[0]!r}; known: {', '.join(self.sites.sites)}",
+                ExitCode.BAD_INPUT,
+            )
+
+    def site(self, name: str) -> SiteRuntime:
+        if name not in self._sites:
+            from aiolimiter import AsyncLimiter
+
+            from interlock.providers import make_provider
+
+            cfg = self.sites.sites[name]
+            self._sites[name] = SiteRuntime(
+                make_provider(name, cfg, self.store),
+                asyncio.Semaphore(cfg.limits.concurrency),
+                AsyncLimiter(cfg.limits.rate, 1),
+            )
+        return self._sites[name]
+
+    async def call(self, site: str, fn: Callable[..., T], *args: Any) -> T:
+        """A provider call off the event loop, rate-limited, transient errors retried."""
+        from tenacity import (
+            AsyncRetrying,
+            retry_if_exception_type,
+            stop_after_attempt,
+            wait_exponential,
+        )
+
+        from interlock.providers.base import TransientError
+
+        rt = self.site(site)
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(TransientError),
+            wait=wait_exponential(multiplier=0.2, max=5),
+            stop=stop_after_attempt(6),
+            reraise=True,
+        ):
+            with attempt:
+                async with rt.rate:
+                    return await asyncio.to_thread(fn, *args)
+        raise AssertionError("unreachable")
+
+    async def metadata(self, site: str) -> Metadata:
+        """The site's normalized metadata, fetched once per engine and shared."""
+        task = self._metadata.get(site)
+        if task is None or (task.done() and task.exception() is not None):
+            task = asyncio.ensure_future(self.call(site, self.site(site).provider.metadata))
+            self._metadata[site] = task
+        return await asyncio.shield(task)
+
+    async def choose(self, site: str, traits: Traits) -> Choice:
+        """Steps 2-3 for one site: its metadata, then what fits `traits` (selection's rules,
+        with what the site's profile declares or interlock learned)."""
+        from interlock.selection import choose
+
+        meta = await self.metadata(site)
+        profile = self.sites.sites[site].profile
+        floating = floating_ip(site, profile, self.store)
+        return choose(site, meta, traits, profile.public_network, floating)
+
+    def ssh_deadline(self, site: str) -> float:
+        """When a node's SSH work on `site` gives up (the site's ssh_timeout from now)."""
+        return time.monotonic() + self.sites.sites[site].limits.ssh_timeout
+
+    async def release(self, site: str, node: str) -> None:
+        """Release what `node` holds on `site`: floating IP, server, site key. Repeatable:
+        what is gone already is skipped (used by rollback and by `interlock down`)."""
+        record = self.store.get(node)
+        provider = self.site(site).provider
+        if record and record.public_ip_ref:
+            await self.call(site, provider.release_public_ip, record.public_ip_ref)
+        server = (record.server_id if record else None) or await self.call(
+            site, provider.find_node, node
+        )
+        if server:
+            await self.call(site, provider.delete_node, server)
+        ref = site_key_ref(node)
+        if await self.call(site, provider.key_exists, ref):
+            await self.call(site, provider.delete_key, ref)
+
+    def progress(self, node: str, step: StepName, **changes: Any) -> None:
+        self.store.update(node, step=step, **changes)
+
+
+def open_engine(sites_file: Path | None = None, home: Path | None = None) -> Engine:
+    """The engine of a home (default: $INTERLOCK_HOME) on a sites file (see config)."""
+    sites = config.load_sites(config.sites_path(sites_file))
+    home = home or config.home()
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return Engine(sites, open_store(home / "state.db"), home)

@@ -1,0 +1,66 @@
+"""Deployments as a service: planning, bringing nodes up through the durable workflow,
+resuming what an interrupted run left, listing them, taking them down."""
+
+from __future__ import annotations
+
+from interlock.engine import Engine
+from interlock.errors import ExitCode, InterlockError
+from interlock.model import Choice, Traits
+from interlock.state import NodeRecord, Progress
+
+
+async def plan(e: Engine, names: list[str], traits: Traits) -> dict[str, Choice]:
+    """Per site, what a node would get (raises NoMatch, a bad request, if nothing fits)."""
+    e.check_sites(names)
+    return {name: await e.choose(name, traits) for name in names}
+
+
+async def up(
+    e: Engine, deployment: str, count: int, sites: list[str], traits: Traits, progress: Progress
+) -> list[NodeRecord]:
+    """`count` nodes named DEPLOYMENT-1…N, each through the eight steps over `sites`."""
+    from interlock.allocate.deployment import bring_up
+    from interlock.allocate.workflow import running
+
+    e.check_sites(sites)
+    with running(e) as allocator:
+        return await bring_up(allocator, deployment, count, sites, traits, progress)
+
+
+async def resume(e: Engine, progress: Progress) -> list[NodeRecord]:
+    """Wait for allocations a killed `interlock up` left (DBOS resumes them at launch)."""
+    from dbos import DBOS, WorkflowHandleAsync
+
+    from interlock.allocate.deployment import wait
+    from interlock.allocate.workflow import running
+
+    pending = [
+        n for n in e.store.nodes() if n.status in ("pending", "allocating") and n.workflow_id
+    ]
+    with running(e):
+        waits = []
+        for n in pending:
+            assert n.workflow_id is not None
+            handle: WorkflowHandleAsync[str] = await DBOS.retrieve_workflow_async(n.workflow_id)
+            waits.append(handle.get_result())
+        await wait(e, waits, None, progress)
+    return [r for r in (e.store.get(n.name) for n in pending) if r is not None]
+
+
+def nodes(e: Engine, deployment: str | None = None) -> list[NodeRecord]:
+    return e.store.nodes(deployment)
+
+
+def ready_node(e: Engine, name: str) -> NodeRecord:
+    """A node that is ready to log in to, or a clear error."""
+    node = e.store.get(name)
+    if node is None or node.status != "ready" or not node.public_ip or not node.host_key:
+        raise InterlockError(f"no ready node {name!r} (see `interlock ls`)", ExitCode.NOT_RUNNING)
+    return node
+
+
+async def down(e: Engine, deployment: str | None) -> list[str]:
+    """Release every node of `deployment` (None: all): server, floating IP, keys."""
+    from interlock.allocate.deployment import down as release
+
+    return await release(e, deployment)

@@ -1,0 +1,57 @@
+"""Running things on a node over SSH (asyncssh): connect, run, as root, retry until a deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncssh
+
+CONNECT_TIMEOUT = 5.0
+T = TypeVar("T")
+
+
+class AccessError(RuntimeError):
+    """A step's SSH work failed; the message is one line for the user."""
+
+
+def connect(host: str, user: str, key: asyncssh.SSHKey | Path, **kw: Any) -> Any:
+    return asyncssh.connect(
+        host,
+        username=user,
+        client_keys=[key],
+        known_hosts=None,
+        agent_path=None,
+        preferred_auth="publickey",
+        connect_timeout=CONNECT_TIMEOUT,
+        **kw,
+    )
+
+
+async def run(conn: asyncssh.SSHClientConnection, command: str, what: str) -> str:
+    done = await conn.run(command, check=False)
+    if done.exit_status != 0:
+        err = str(done.stderr or done.stdout).strip().splitlines()
+        raise AccessError(f"{what} failed: {err[-1] if err else f'exit {done.exit_status}'}")
+    return str(done.stdout)
+
+
+def as_root(user: str, script: str) -> str:
+    wrapped = f"sh -c {shlex.quote(script)}"
+    return wrapped if user == "root" else f"sudo -n {wrapped}"
+
+
+async def until(deadline: float, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+    """`attempt` again every moment while the node is not ready for it (connection or SSH
+    errors: sshd reloading, a key not there yet); past `deadline`, one line naming `what`."""
+    while True:
+        try:
+            return await attempt()
+        except (OSError, asyncssh.Error) as e:
+            if time.monotonic() > deadline:
+                raise AccessError(f"{what}: {e}") from None
+            await asyncio.sleep(0.2)

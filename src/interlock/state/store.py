@@ -1,0 +1,42 @@
+"""The store's interface: what the engine, the steps and the services need of state.
+
+SQLite (interlock.state.sqlite) is the embedded default; every operation is one
+transaction, so several processes may share a store.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from interlock.state.records import Fact, NodeRecord
+
+
+class Store(Protocol):
+    # -- nodes
+    def put(self, node: NodeRecord) -> None: ...
+
+    def get(self, name: str) -> NodeRecord | None: ...
+
+    def update(self, name: str, **changes: Any) -> NodeRecord:
+        """Change fields of a node; the result is validated (a wrong field or type raises)."""
+
+    def nodes(self, deployment: str | None = None) -> list[NodeRecord]: ...
+
+    def forget(self, name: str) -> None: ...
+
+    # -- learned facts
+    def learn(self, site: str, key: str, value: str, evidence: str) -> None: ...
+
+    def fact(self, site: str, key: str) -> Fact | None: ...
+
+    def facts(self, site: str | None = None) -> list[Fact]: ...
+
+    # -- metal claims: atomic, so two allocations never get one machine
+    def claim(self, site: str, machines: list[str], node: str) -> str | None:
+        """The first of `machines` nobody holds, now held by `node` (or already its)."""
+
+    def claimed_by(self, site: str, node: str) -> str | None: ...
+
+    def unclaim(self, site: str, machine: str) -> None: ...
+
+    def close(self) -> None: ...
