@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from interlock import __version__, plugins
+from interlock import __version__
 from interlock.cli import access, conform, nodes
 from interlock.cli.render import console
 from interlock.errors import InterlockError
@@ -21,6 +21,7 @@ app = typer.Typer(
     help="Hybrid infrastructure automation: the same SSH-ready, root-secured nodes everywhere.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,  # main() reports errors; a bug's traceback stays plain
 )
 nodes.register(app)
 access.register(app)
@@ -33,13 +34,27 @@ def version() -> None:
     print(__version__)
 
 
-# Command groups from other packages (the lab's, where its extra is installed).
-for _name, _group in plugins.offered(plugins.CLI):
-    app.add_typer(_group, name=_name)
+def _builtin() -> set[str]:
+    named = {c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands}
+    return named | {g.name or "" for g in app.registered_groups}
+
+
+def _plug_in(argv: list[str]) -> None:
+    """Command groups from other packages (the lab's, where its extra is installed), found
+    through their entry points: only where the command line may need one (reading every
+    package's metadata costs more than the rest of a start-up)."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    if first is not None and first in _builtin():
+        return
+    from interlock import plugins
+
+    for name, group in plugins.offered(plugins.CLI):
+        app.add_typer(group, name=name)
 
 
 def main() -> None:
     err = console(stderr=True)
+    _plug_in(sys.argv[1:])
     try:
         code = app(standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)
