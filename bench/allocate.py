@@ -47,7 +47,7 @@ async def run(n: int) -> dict[str, Any]:
 
     e = open_engine()
     calls = {"n": 0}
-    provider: Any = e.site("aws").provider
+    provider: Any = e.provider("aws")
 
     def count(**_: Any) -> None:
         calls["n"] += 1

@@ -37,6 +37,9 @@ def site_key_ref(node: str) -> str:
 
 @dataclass
 class SiteRuntime:
+    """A site's provider, and its limits on the event loop that runs the work (asyncio's
+    primitives belong to one loop; a command may run several, one after the other)."""
+
     provider: Provider
     slots: asyncio.Semaphore
     rate: AsyncLimiter
@@ -49,8 +52,10 @@ class Engine:
         self.sites = sites
         self.store = store
         self.home = home
-        self._sites: dict[str, SiteRuntime] = {}
-        self._metadata: dict[str, asyncio.Task[Metadata]] = {}
+        self._providers: dict[str, Provider] = {}
+        self._sites: dict[tuple[str, asyncio.AbstractEventLoop], SiteRuntime] = {}
+        self._metadata: dict[str, Metadata] = {}
+        self._fetching: dict[tuple[str, asyncio.AbstractEventLoop], asyncio.Task[Metadata]] = {}
 
     # -- what nodes need -----------------------------------------------------------
 
@@ -80,19 +85,30 @@ class Engine:
                 ExitCode.BAD_INPUT,
             )
 
-    def site(self, name: str) -> SiteRuntime:
-        if name not in self._sites:
-            from aiolimiter import AsyncLimiter
-
+    def provider(self, name: str) -> Provider:
+        if name not in self._providers:
             from interlock.providers import make_provider
 
-            cfg = self.sites.sites[name]
-            self._sites[name] = SiteRuntime(
-                make_provider(name, cfg, self.store),
-                asyncio.Semaphore(cfg.limits.concurrency),
-                AsyncLimiter(cfg.limits.rate, 1),
+            self._providers[name] = make_provider(name, self.sites.sites[name], self.store)
+        return self._providers[name]
+
+    def site(self, name: str) -> SiteRuntime:
+        """The site's provider and limits, on the running event loop."""
+        key = (name, asyncio.get_running_loop())
+        if key not in self._sites:
+            from aiolimiter import AsyncLimiter
+
+            limits = self.sites.sites[name].limits
+            # A rate under one call a second is one call every 1/rate seconds.
+            rate = (
+                AsyncLimiter(1, 1 / limits.rate)
+                if limits.rate < 1
+                else AsyncLimiter(limits.rate, 1)
             )
-        return self._sites[name]
+            self._sites[key] = SiteRuntime(
+                self.provider(name), asyncio.Semaphore(limits.concurrency), rate
+            )
+        return self._sites[key]
 
     async def call(self, site: str, fn: Callable[..., T], *args: Any) -> T:
         """A provider call off the event loop, rate-limited, transient errors retried."""
@@ -118,12 +134,18 @@ class Engine:
         raise AssertionError("unreachable")
 
     async def metadata(self, site: str) -> Metadata:
-        """The site's normalized metadata, fetched once per engine and shared."""
-        task = self._metadata.get(site)
+        """The site's normalized metadata, fetched once per engine and shared (concurrent
+        callers wait for the one fetch under way)."""
+        if site in self._metadata:
+            return self._metadata[site]
+        key = (site, asyncio.get_running_loop())
+        task = self._fetching.get(key)
         if task is None or (task.done() and task.exception() is not None):
-            task = asyncio.ensure_future(self.call(site, self.site(site).provider.metadata))
-            self._metadata[site] = task
-        return await asyncio.shield(task)
+            task = asyncio.ensure_future(self.call(site, self.provider(site).metadata))
+            self._fetching[key] = task
+        meta = await asyncio.shield(task)
+        self._metadata[site] = meta
+        return meta
 
     async def choose(self, site: str, traits: Traits) -> Choice:
         """Steps 2-3 for one site: its metadata, then what fits `traits` (selection's rules,
@@ -143,7 +165,7 @@ class Engine:
         """Release what `node` holds on `site`: floating IP, server, site key. Repeatable:
         what is gone already is skipped (used by rollback and by `interlock down`)."""
         record = self.store.get(node)
-        provider = self.site(site).provider
+        provider = self.provider(site)
         if record and record.public_ip_ref:
             await self.call(site, provider.release_public_ip, record.public_ip_ref)
         server = (record.server_id if record else None) or await self.call(

@@ -79,6 +79,18 @@ class Lines:
                 return line
             seen = [*seen[-5:], line]
 
+    def skip(self, count: int, timeout: float) -> bool:
+        """Wait for `count` more lines; False if the output ended first."""
+        deadline = time.monotonic() + timeout
+        for _ in range(count):
+            try:
+                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"fewer than {count} lines in {timeout:g} s") from None
+            if line is None:
+                return False
+        return True
+
 
 class Lab:
     def __init__(self, client: LabClient) -> None:

@@ -23,9 +23,11 @@ async def bring_up(
     traits: Traits,
     progress: Progress,
 ) -> list[NodeRecord]:
-    """`up` on an allocator already running (several deployments at once, as conform does)."""
-    from dbos import DBOS, SetWorkflowID
+    """`up` on an allocator already running (several deployments at once, as conform does).
 
+    Each node's record names its workflow and holds its request before the workflow
+    starts; starting is idempotent by workflow id, so a process killed anywhere between
+    the two leaves nothing `resume` cannot finish."""
     e = allocator.e
     if e.store.nodes(deployment):
         raise InterlockError(
@@ -34,24 +36,40 @@ async def bring_up(
         )
     for site in sites:  # a bad request fails here, before anything is created
         await e.choose(site, traits)
-    names = [f"{deployment}-{i}" for i in range(1, count + 1)]
-    for name in names:
-        wf_id = f"alloc-{name}-{uuid.uuid4().hex[:8]}"
-        e.store.put(
-            NodeRecord(
-                name=name, deployment=deployment, workflow_id=wf_id, traits=traits.model_dump()
-            )
+    records = [
+        NodeRecord(
+            name=f"{deployment}-{i}",
+            deployment=deployment,
+            workflow_id=f"alloc-{deployment}-{i}-{uuid.uuid4().hex[:8]}",
+            traits=traits.model_dump(),
+            sites=sites,
         )
-    handles = []
-    for name in names:
-        record = e.store.get(name)
-        assert record is not None and record.workflow_id is not None
-        with SetWorkflowID(record.workflow_id):
-            handles.append(
-                await DBOS.start_workflow_async(allocator.allocate, name, deployment, sites, traits)
-            )
-    await wait(e, [h.get_result() for h in handles], deployment, progress)
+        for i in range(1, count + 1)
+    ]
+    for record in records:
+        e.store.put(record)
+    waits = [await start(allocator, record) for record in records]
+    await wait(e, waits, deployment, progress)
     return e.store.nodes(deployment)
+
+
+async def start(allocator: Allocator, record: NodeRecord) -> Awaitable[Any]:
+    """The node's workflow, started from its record, or the one already under that id
+    (DBOS starts a workflow id once); returns what to await for its end."""
+    from dbos import DBOS, SetWorkflowID
+
+    assert record.workflow_id is not None
+    traits = Traits.model_validate(record.traits)
+    with SetWorkflowID(record.workflow_id):
+        handle = await DBOS.start_workflow_async(
+            allocator.allocate, record.name, record.deployment, record.sites, traits
+        )
+    return handle.get_result()
+
+
+def unfinished(e: Engine) -> list[NodeRecord]:
+    """Nodes whose allocation has not ended (an interrupted `up` or `resume` left them)."""
+    return [n for n in e.store.nodes() if n.status in ("pending", "allocating") and n.workflow_id]
 
 
 async def wait(

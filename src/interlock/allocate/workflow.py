@@ -1,8 +1,8 @@
 """Each node's allocation: a durable DBOS workflow whose checkpointed steps are the eight steps.
 
 The steps are methods of an `Allocator`, a DBOS configured instance bound to one engine:
-DBOS records the instance's name (the engine's home) with each workflow, so a workflow
-resumed by a later process runs on that process's engine for the same home. Killed at
+DBOS records the instance's name with each workflow (in the home's own system database),
+so a workflow resumed by a later process runs on that process's engine for the home. Killed at
 any point, a workflow resumes on the next launch: finished steps are not run again
 (their typed results come from DBOS's system database), an unfinished one runs again
 and is written to be safe to repeat (a request first looks for the server its node's
@@ -37,7 +37,9 @@ class Allocator(DBOSConfiguredInstance):
 
     def __init__(self, engine: Engine) -> None:
         self.e = engine
-        super().__init__(f"home:{engine.home}")
+        # One name whatever the home's path (a home may move): DBOS holds one Allocator
+        # per process at a time, the one of the engine whose workflows run (see running).
+        super().__init__("interlock")
 
     # -- the steps ---------------------------------------------------------------
 
@@ -52,7 +54,7 @@ class Allocator(DBOSConfiguredInstance):
             public = keys.public_of(path) + f" interlock:{node}"
         else:
             public = keys.new_key(path, f"interlock:{node}")
-        provider = e.site(site).provider
+        provider = e.provider(site)
         ref = site_key_ref(node)
         if await e.call(site, provider.key_exists, ref):
             return Registered(public=public, key_ref=ref)
@@ -75,7 +77,7 @@ class Allocator(DBOSConfiguredInstance):
         """Step 4: request the node, with ownership tags; safe to repeat."""
         e = self.e
         e.progress(node, "request")
-        provider = e.site(site).provider
+        provider = e.provider(site)
         existing = await e.call(site, provider.find_node, node)
         if existing is not None:
             server = existing
@@ -109,7 +111,7 @@ class Allocator(DBOSConfiguredInstance):
         needed (or none came); verified on port 22."""
         e = self.e
         e.progress(node, "public_address")
-        provider = e.site(site).provider
+        provider = e.provider(site)
         deadline = e.ssh_deadline(site)
         fixups: list[Fixup] = []
         record = e.store.get(node)
@@ -140,7 +142,7 @@ class Allocator(DBOSConfiguredInstance):
         """Step 6: log in with the node key, discovering the account."""
         e = self.e
         e.progress(node, "login")
-        provider = e.site(site).provider
+        provider = e.provider(site)
         deadline = e.ssh_deadline(site)
         fixups: list[Fixup] = []
         if key.key_ref is None and provider.bootstrap is not None:
@@ -163,13 +165,22 @@ class Allocator(DBOSConfiguredInstance):
         return LoggedIn(user=found.user, fixups=tuple(fixups))
 
     @DBOS.step()
-    async def secure(self, node: str, ip: str, user: str) -> tuple[Fixup, ...]:
+    async def root_before(self, node: str, ip: str, user: str) -> access.RootState:
+        """Step 7, first: how the node came (root by key? password login on?), kept so a
+        resumed step 7 reports what the node lacked, not what a first try already did."""
+        self.e.progress(node, "root_access")
+        key = asyncssh.read_private_key(self.e.key_path(node))
+        return await access.root_state(ip, user, key)
+
+    @DBOS.step()
+    async def secure(
+        self, node: str, ip: str, user: str, before: access.RootState
+    ) -> tuple[Fixup, ...]:
         """Step 7: root with the platform keys, password login off, verified for real.
         Returns what the node did not have already (its fix-ups)."""
         e = self.e
         e.progress(node, "root_access")
         key = asyncssh.read_private_key(e.key_path(node))
-        before = await access.root_state(ip, user, key)
         await access.secure_root(ip, user, key, e.platform_public)
         host_key = await access.verify_root(ip, e.platform[0], time.monotonic() + 60)
         e.progress(node, "root_access", host_key=host_key)
@@ -189,7 +200,7 @@ class Allocator(DBOSConfiguredInstance):
         e = self.e
         e.progress(node, "key_removal")
         await access.remove_node_key(ip, e.platform[0], key.public)
-        provider = e.site(site).provider
+        provider = e.provider(site)
         if key.key_ref is not None:
             await e.call(site, provider.delete_key, key.key_ref)
             if await e.call(site, provider.key_exists, key.key_ref):
@@ -276,7 +287,8 @@ class Allocator(DBOSConfiguredInstance):
         server = await self.request(site, node, deployment, choice, key)
         address = await self.public_address(site, node, server, choice)
         found = await self.login(site, node, address.ip, choice, key)
-        secured = await self.secure(node, address.ip, found.user)
+        before = await self.root_before(node, address.ip, found.user)
+        secured = await self.secure(node, address.ip, found.user, before)
         dropped = await self.drop_node_key(site, node, address.ip, key)
         every = (*choice.fixups, *address.fixups, *found.fixups, *secured, *dropped)
         return tuple(dict.fromkeys(every))

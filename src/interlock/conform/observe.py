@@ -138,7 +138,7 @@ async def _post_provisioning(ip: str, platform_key: Path) -> dict[str, Any]:
 
 async def _release(e: Engine, deployment: str, site: str, name: str) -> dict[str, Any]:
     await deploy.down(e, deployment)
-    provider = e.site(site).provider
+    provider = e.provider(site)
     server = await e.call(site, provider.find_node, name)
     key = await e.call(site, provider.key_exists, site_key_ref(name))
     return {"server": server, "site_key": key}

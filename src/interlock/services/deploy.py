@@ -28,21 +28,14 @@ async def up(
 
 
 async def resume(e: Engine, progress: Progress) -> list[NodeRecord]:
-    """Wait for allocations a killed `interlock up` left (DBOS resumes them at launch)."""
-    from dbos import DBOS, WorkflowHandleAsync
-
-    from interlock.allocate.deployment import wait
+    """Finish the allocations an interrupted `up` (or `resume`) left, wherever it died:
+    each node's workflow goes on from its last finished step, or starts if it never did."""
+    from interlock.allocate.deployment import start, unfinished, wait
     from interlock.allocate.workflow import running
 
-    pending = [
-        n for n in e.store.nodes() if n.status in ("pending", "allocating") and n.workflow_id
-    ]
-    with running(e):
-        waits = []
-        for n in pending:
-            assert n.workflow_id is not None
-            handle: WorkflowHandleAsync[str] = await DBOS.retrieve_workflow_async(n.workflow_id)
-            waits.append(handle.get_result())
+    pending = unfinished(e)
+    with running(e) as allocator:
+        waits = [await start(allocator, n) for n in pending]
         await wait(e, waits, None, progress)
     return [r for r in (e.store.get(n.name) for n in pending) if r is not None]
 

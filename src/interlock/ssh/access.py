@@ -155,8 +155,11 @@ else systemctl reload sshd; fi
 async def secure_root(
     host: str, login: str, node_key: asyncssh.SSHKey, platform_public: Sequence[str]
 ) -> None:
-    """Step 7: root gets exactly the platform keys; password login off; sshd reloaded."""
-    keys = " ".join(shlex.quote(k) for k in platform_public)
+    """Step 7: root gets the platform keys; password login off; sshd reloaded. The node
+    key stays beside them until step 8 removes it everywhere: so this can run again (a
+    resumed step) with the node key, whatever account it logs in to."""
+    node_public = str(node_key.export_public_key().decode()).strip()
+    keys = " ".join(shlex.quote(k) for k in [*platform_public, node_public])
     async with connect(host, login, node_key) as conn:
         await run(conn, as_root(login, SECURE.format(keys=keys)), "securing root")
 

@@ -36,7 +36,9 @@ class NodeRecord(Record):
     status: NodeStatus = "pending"
     step: StepName | None = None  # the step under way, or the last one begun
     workflow_id: str | None = None
+    # The request, as its workflow was (or will be) started with it: enough to start it again.
     traits: dict[str, object] = {}
+    sites: list[str] = []  # in order of preference
     site: str = ""
     server_id: str | None = None
     public_ip: str | None = None
