@@ -35,6 +35,12 @@ def site_key_ref(node: str) -> str:
     return f"interlock-{node}"
 
 
+def ownership(deployment: str, node: str) -> dict[str, str]:
+    """The tags every resource made for a node carries from its creation: by them `down`
+    and rollback find what a lost record or a failed clean-up left."""
+    return {"interlock:owner": OWNER, "interlock:deployment": deployment, "interlock:node": node}
+
+
 @dataclass
 class SiteRuntime:
     """A site's provider, and its limits on the event loop that runs the work (asyncio's
@@ -166,8 +172,10 @@ class Engine:
         what is gone already is skipped (used by rollback and by `interlock down`)."""
         record = self.store.get(node)
         provider = self.provider(site)
-        if record and record.public_ip_ref:
-            await self.call(site, provider.release_public_ip, record.public_ip_ref)
+        recorded = {record.public_ip_ref} if record and record.public_ip_ref else set()
+        tagged = await self.call(site, provider.public_ips_of, node)
+        for ref in sorted(recorded | set(tagged)):
+            await self.call(site, provider.release_public_ip, ref)
         server = (record.server_id if record else None) or await self.call(
             site, provider.find_node, node
         )

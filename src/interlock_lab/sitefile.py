@@ -135,7 +135,7 @@ class PublicSpec(Strict):
 
 
 class Fault(Strict):
-    """An API fault injected at `rate` (0..1) on calls of `action`."""
+    """An API fault injected at `rate` (0..1) on calls of `action` ("*": every action)."""
 
     action: str = Field(min_length=1)
     error: str = Field(min_length=1)

@@ -146,7 +146,7 @@ def lab() -> Iterator[Lab]:
         builtin_sites()["aws"],
         builtin_sites()["metal"],
         *(HERE / f"{name}.yaml" for name in ("quirks", "faulty", "noeip", "broken", "flaky",
-                                              "userquirks")),
+                                              "userquirks", "stormy")),
     ]  # fmt: skip
     with running_lab("lab", sites) as client:
         yield Lab(client)

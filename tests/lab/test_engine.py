@@ -25,7 +25,7 @@ def test_two_homes_one_after_the_other_in_one_process(lab: Lab, tmp_path: Path) 
 
     async def up_and_down(home: Path, name: str) -> tuple[list[str], list[str]]:
         listed = await up(home, name)  # then, on the same event loop, without workflows:
-        return listed, await deploy.down(open_engine(sites, home), name)
+        return listed, (await deploy.down(open_engine(sites, home), name)).released
 
     assert asyncio.run(up(first, "one")) == ["one-1"]
     # Nothing of the first home's in the second.
@@ -34,7 +34,7 @@ def test_two_homes_one_after_the_other_in_one_process(lab: Lab, tmp_path: Path) 
         assert (home / "workflows.sqlite").exists()  # each home's own durable workflows
     again = open_engine(sites, first)  # the first home opened again in the same process
     assert [n.name for n in deploy.nodes(again)] == ["one-1"]
-    assert asyncio.run(deploy.down(again, "one")) == ["one-1"]
+    assert asyncio.run(deploy.down(again, "one")).released == ["one-1"]
     assert deploy.nodes(open_engine(sites, second)) == []
 
 

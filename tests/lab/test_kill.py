@@ -82,9 +82,7 @@ def test_up_and_resume_killed_at_random_moments_end_with_every_node_ready(
     assert kills >= KILLS
 
 
-def test_nodes_recorded_but_never_started_are_finished_by_resume(
-    lab: Lab, tmp_path: Path
-) -> None:
+def test_nodes_recorded_but_never_started_are_finished_by_resume(lab: Lab, tmp_path: Path) -> None:
     # `up` killed after it recorded the nodes but before it started their workflows: the
     # records name workflow ids DBOS never saw. `resume` starts them from the records.
     e = open_engine(Path(lab.state["dir"]) / labdir.SITES, tmp_path / "home")
@@ -100,4 +98,4 @@ def test_nodes_recorded_but_never_started_are_finished_by_resume(
         )
     nodes = asyncio.run(deploy.resume(e, lambda _: None))
     assert [n.status for n in nodes] == ["ready"] * 3, [n.error for n in nodes]
-    assert asyncio.run(deploy.down(e, "orphan")) == ["orphan-1", "orphan-2", "orphan-3"]
+    assert asyncio.run(deploy.down(e, "orphan")).released == ["orphan-1", "orphan-2", "orphan-3"]

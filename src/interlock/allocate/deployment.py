@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from interlock.allocate.workflow import Allocator
@@ -13,6 +14,12 @@ from interlock.engine import Engine
 from interlock.errors import ExitCode, InterlockError
 from interlock.model import Traits
 from interlock.state import NodeRecord, Progress
+
+
+@dataclass(frozen=True)
+class Released:
+    released: list[str]  # nodes whose every resource is gone (and their records)
+    kept: list[str]  # nodes something of which could not be released: `down` again
 
 
 async def bring_up(
@@ -83,19 +90,28 @@ async def wait(
     done.result()
 
 
-async def down(e: Engine, deployment: str | None) -> list[str]:
-    """Release every node of `deployment` (None: all): server, floating IP, keys."""
+async def down(e: Engine, deployment: str | None) -> Released:
+    """Release every node of `deployment` (None: all): server, floating IPs, keys, found by
+    record and by ownership tag. A node whose release fails (after the retries every API
+    call gets) keeps its record, marked with why, for the next `down` to try again."""
     from interlock.ssh import keys
 
     nodes = e.store.nodes(deployment)
     if deployment is not None and not nodes:
         raise InterlockError(f"no deployment {deployment!r}", ExitCode.NOT_RUNNING)
 
-    async def release(n: NodeRecord) -> str:
+    async def release(n: NodeRecord) -> str | None:
         if n.site:
-            await e.release(n.site, n.name)
+            try:
+                await e.release(n.site, n.name)
+            except Exception as err:
+                e.store.update(n.name, status="deleting", error=f"release incomplete: {err}")
+                return None
         keys.remove(e.key_path(n.name))
         e.store.forget(n.name)
         return n.name
 
-    return list(await asyncio.gather(*(release(n) for n in nodes)))
+    done = await asyncio.gather(*(release(n) for n in nodes))
+    released = [name for name in done if name is not None]
+    kept = [n.name for n, name in zip(nodes, done, strict=True) if name is None]
+    return Released(released=released, kept=kept)

@@ -22,7 +22,7 @@ import asyncssh
 from dbos import DBOS, DBOSConfiguredInstance
 
 from interlock.allocate.results import Addressed, LoggedIn, Registered
-from interlock.engine import OWNER, Engine, site_key_ref
+from interlock.engine import Engine, ownership, site_key_ref
 from interlock.model import STEP_LABELS, Choice, Fixup, StepName, Traits
 from interlock.profiles import login_candidates
 from interlock.providers.base import NodeRequest, ProviderError, QuotaError
@@ -44,7 +44,7 @@ class Allocator(DBOSConfiguredInstance):
     # -- the steps ---------------------------------------------------------------
 
     @DBOS.step()
-    async def node_key(self, site: str, node: str) -> Registered:
+    async def node_key(self, site: str, node: str, deployment: str) -> Registered:
         """Step 1: the node-specific ed25519 key (the private half stays a 0600 file),
         registered with the site (key_ref None: the site has no key API)."""
         e = self.e
@@ -58,7 +58,7 @@ class Allocator(DBOSConfiguredInstance):
         ref = site_key_ref(node)
         if await e.call(site, provider.key_exists, ref):
             return Registered(public=public, key_ref=ref)
-        got = await e.call(site, provider.register_key, ref, public)
+        got = await e.call(site, provider.register_key, ref, public, ownership(deployment, node))
         e.progress(node, "node_key", key_ref=got)
         return Registered(public=public, key_ref=got)
 
@@ -82,11 +82,7 @@ class Allocator(DBOSConfiguredInstance):
         if existing is not None:
             server = existing
         else:
-            tags = {
-                "interlock:owner": OWNER,
-                "interlock:deployment": deployment,
-                "interlock:node": node,
-            }
+            tags = ownership(deployment, node)
             server = await e.call(
                 site,
                 provider.create_node,
@@ -106,7 +102,9 @@ class Allocator(DBOSConfiguredInstance):
         return server
 
     @DBOS.step()
-    async def public_address(self, site: str, node: str, server: str, choice: Choice) -> Addressed:
+    async def public_address(
+        self, site: str, node: str, deployment: str, server: str, choice: Choice
+    ) -> Addressed:
         """Step 5: the direct public address, or a floating IP where selection said one is
         needed (or none came); verified on port 22."""
         e = self.e
@@ -125,7 +123,14 @@ class Allocator(DBOSConfiguredInstance):
                     e.store.learn(
                         site, "floating_ip", "yes", f"{server} had no public address when running"
                     )
-                ip, ref = await e.call(site, provider.attach_public_ip, server)
+                tags = ownership(deployment, node)
+                ip, ref = await e.call(site, provider.attach_public_ip, server, tags)
+                e.progress(node, "public_address", public_ip=ip, public_ip_ref=ref)
+                # A try that died half-way (retried, or a killed run of this step) may have
+                # left an address of this node's: only the one it has now stays.
+                for left in await e.call(site, provider.public_ips_of, node):
+                    if left != ref:
+                        await e.call(site, provider.release_public_ip, left)
                 fixups.append(Fixup(step="public_address", text="floating IP allocated"))
             elif info.state == "gone" or time.monotonic() > deadline:
                 raise AccessError(f"{server} never reached running (state {info.state})")
@@ -282,10 +287,10 @@ class Allocator(DBOSConfiguredInstance):
     async def _on_site(
         self, site: str, node: str, deployment: str, traits: Traits
     ) -> tuple[Fixup, ...]:
-        key = await self.node_key(site, node)
+        key = await self.node_key(site, node, deployment)
         choice = await self.select(site, node, traits)
         server = await self.request(site, node, deployment, choice, key)
-        address = await self.public_address(site, node, server, choice)
+        address = await self.public_address(site, node, deployment, server, choice)
         found = await self.login(site, node, address.ip, choice, key)
         before = await self.root_before(node, address.ip, found.user)
         secured = await self.secure(node, address.ip, found.user, before)

@@ -140,11 +140,17 @@ def down(
 
     if (name is None) == (not all_):
         raise InterlockError("give a deployment NAME or --all (not both)", ExitCode.BAD_INPUT)
-    released = _run(deploy.down(engine(sites_file), None if all_ else name))
+    done = _run(deploy.down(engine(sites_file), None if all_ else name))
     if as_json:
-        print(json.dumps({"released": released}))
+        print(json.dumps({"released": done.released, "kept": done.kept}))
     else:
-        out.print(f"released {len(released)} node(s)")
+        render.lines(out, [f"released {len(done.released)} node(s)"])
+    if done.kept:
+        kept = [n for n in deploy.nodes(engine(sites_file)) if n.name in done.kept]
+        render.lines(
+            err, [f"not released (run `interlock down` again): {n.name}: {n.error}" for n in kept]
+        )
+        raise typer.Exit(ExitCode.FAILURE)
 
 
 def _live(

@@ -43,7 +43,16 @@ TRANSIENT = {
     "InternalError",
     "Unavailable",
 }
+NODE_TAG = "interlock:node"  # the ownership tag that names the node
 STATES = {"pending": "pending", "running": "running", "stopping": "stopped", "stopped": "stopped"}
+
+
+def _tagged(resource: str, tags: dict[str, str] | None) -> dict[str, Any]:
+    """EC2's TagSpecifications: the tags are the resource's from its creation."""
+    if not tags:
+        return {}
+    pairs = [{"Key": k, "Value": v} for k, v in tags.items()]
+    return {"TagSpecifications": [{"ResourceType": resource, "Tags": pairs}]}
 
 
 class AwsProvider:
@@ -145,8 +154,13 @@ class AwsProvider:
         )
         return Metadata(flavors=flavors, images=tuple(images), networks=networks)
 
-    def register_key(self, name: str, public_key: str) -> str:
-        self._call(self.ec2.import_key_pair, KeyName=name, PublicKeyMaterial=public_key.encode())
+    def register_key(self, name: str, public_key: str, tags: dict[str, str] | None = None) -> str:
+        self._call(
+            self.ec2.import_key_pair,
+            KeyName=name,
+            PublicKeyMaterial=public_key.encode(),
+            **_tagged("key-pair", tags),
+        )
         return name
 
     def delete_key(self, ref: str) -> None:
@@ -165,12 +179,7 @@ class AwsProvider:
             "InstanceType": request.flavor.id,
             "MinCount": 1,
             "MaxCount": 1,
-            "TagSpecifications": [
-                {
-                    "ResourceType": "instance",
-                    "Tags": [{"Key": k, "Value": v} for k, v in request.tags.items()],
-                }
-            ],
+            **_tagged("instance", request.tags),
         }
         if request.key_ref:
             kw["KeyName"] = request.key_ref
@@ -194,23 +203,33 @@ class AwsProvider:
         out = self._call(
             self.ec2.describe_instances,
             Filters=[
-                {"Name": "tag:interlock:node", "Values": [name]},
+                {"Name": f"tag:{NODE_TAG}", "Values": [name]},
                 {"Name": "instance-state-name", "Values": ["pending", "running", "stopped"]},
             ],
         )
         found = [i["InstanceId"] for r in out["Reservations"] for i in r["Instances"]]
         return str(found[0]) if found else None
 
-    def attach_public_ip(self, server_id: str) -> tuple[str, str]:
-        eip = self._call(self.ec2.allocate_address, Domain="vpc")
+    def attach_public_ip(
+        self, server_id: str, tags: dict[str, str] | None = None
+    ) -> tuple[str, str]:
+        eip = self._call(self.ec2.allocate_address, Domain="vpc", **_tagged("elastic-ip", tags))
         try:
             self._call(
                 self.ec2.associate_address, InstanceId=server_id, AllocationId=eip["AllocationId"]
             )
         except ProviderError:
-            self.release_public_ip(eip["AllocationId"])
+            # Tagged: what this cannot release, the attempt's rollback finds and releases.
+            with suppress(ProviderError):
+                self.release_public_ip(eip["AllocationId"])
             raise
         return str(eip["PublicIp"]), str(eip["AllocationId"])
+
+    def public_ips_of(self, node: str) -> list[str]:
+        found = self._call(
+            self.ec2.describe_addresses, Filters=[{"Name": f"tag:{NODE_TAG}", "Values": [node]}]
+        )["Addresses"]
+        return sorted(str(a["AllocationId"]) for a in found)
 
     def release_public_ip(self, ref: str) -> None:
         try:

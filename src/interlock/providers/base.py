@@ -91,8 +91,11 @@ class Provider(Protocol):
 
     def metadata(self) -> Metadata: ...
 
-    def register_key(self, name: str, public_key: str) -> str | None:
-        """Register the node key; None when the site has no key API."""
+    def register_key(
+        self, name: str, public_key: str, tags: dict[str, str] | None = None
+    ) -> str | None:
+        """Register the node key, with the node's ownership tags where keys take tags; None
+        when the site has no key API."""
 
     def delete_key(self, ref: str) -> None: ...
 
@@ -106,8 +109,15 @@ class Provider(Protocol):
     def find_node(self, name: str) -> str | None:
         """The live server carrying node `name`'s ownership tag (a resumed request)."""
 
-    def attach_public_ip(self, server_id: str) -> tuple[str, str]:
-        """Allocate a floating/elastic IP and associate it; returns (ip, ref)."""
+    def attach_public_ip(
+        self, server_id: str, tags: dict[str, str] | None = None
+    ) -> tuple[str, str]:
+        """Allocate a floating/elastic IP carrying the node's ownership tags from its
+        creation, and associate it; returns (ip, ref)."""
+
+    def public_ips_of(self, node: str) -> list[str]:
+        """The refs of every floating/elastic IP carrying node `node`'s ownership tag (what
+        a lost record or a failed clean-up left is found this way)."""
 
     def release_public_ip(self, ref: str) -> None: ...
 

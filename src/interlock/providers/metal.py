@@ -122,7 +122,7 @@ class MetalProvider:
             flavors=tuple(flavors.values()), images=tuple(images.values()), networks=(net,)
         )
 
-    def register_key(self, name: str, public_key: str) -> None:
+    def register_key(self, name: str, public_key: str, tags: dict[str, str] | None = None) -> None:
         return None  # no key API: the node key goes in over SSH with the pool key
 
     def delete_key(self, ref: str) -> None:
@@ -170,8 +170,13 @@ class MetalProvider:
     def find_node(self, name: str) -> str | None:
         return self.store.claimed_by(self.site, name)
 
-    def attach_public_ip(self, server_id: str) -> tuple[str, str]:
+    def attach_public_ip(
+        self, server_id: str, tags: dict[str, str] | None = None
+    ) -> tuple[str, str]:
         raise InvalidRequestError(self.site, "metal machines have fixed public addresses")
+
+    def public_ips_of(self, node: str) -> list[str]:
+        return []
 
     def release_public_ip(self, ref: str) -> None:
         return None

@@ -103,6 +103,14 @@ def one_line(err: BaseException) -> str:
     return " ".join(text.split())[:300]
 
 
+NODE_TAG = "interlock:node"
+
+
+def _described(tags: dict[str, str]) -> str:
+    """Ownership tags as a floating IP's description: `interlock:node=web-1 …`."""
+    return " ".join(f"{k}={v}" for k, v in sorted(tags.items()))
+
+
 class OpenstackProvider:
     bootstrap: tuple[Path, str] | None = None
 
@@ -246,7 +254,8 @@ class OpenstackProvider:
 
     # -- keys ----------------------------------------------------------------
 
-    def register_key(self, name: str, public_key: str) -> str:
+    def register_key(self, name: str, public_key: str, tags: dict[str, str] | None = None) -> str:
+        # Nova's keypairs take no tags: the name (interlock-NODE) is the ownership mark.
         self._call(self.conn.compute.create_keypair, name=name, public_key=public_key)
         return name
 
@@ -331,18 +340,28 @@ class OpenstackProvider:
             )
         return usable[0]
 
-    def attach_public_ip(self, server_id: str) -> tuple[str, str]:
+    def attach_public_ip(
+        self, server_id: str, tags: dict[str, str] | None = None
+    ) -> tuple[str, str]:
         with self._mapped():
             ports = list(self.conn.network.ports(device_id=server_id))
             if not ports:
                 raise TransientError(self.site, f"server {server_id} has no port yet")
             port = ports[0]
+            # Created bound to the port, its ownership tags in its description (set in the
+            # same call: Neutron's tags would need a second one).
             ip = self.conn.network.create_ip(
                 floating_network_id=self._floating_network(port.network_id),
                 port_id=port.id,
-                description=f"interlock: server {server_id}",
+                description=_described(tags or {}) or f"interlock: server {server_id}",
             )
         return str(ip.floating_ip_address), str(ip.id)
+
+    def public_ips_of(self, node: str) -> list[str]:
+        mark = f"{NODE_TAG}={node}"
+        with self._mapped():
+            found = [ip for ip in self.conn.network.ips() if mark in (ip.description or "").split()]
+        return sorted(str(ip.id) for ip in found)
 
     def release_public_ip(self, ref: str) -> None:
         self._call(self.conn.network.delete_ip, ref, ignore_missing=True)

@@ -3,7 +3,12 @@ resuming what an interrupted run left, listing them, taking them down."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from interlock.engine import Engine
+
+if TYPE_CHECKING:
+    from interlock.allocate.deployment import Released
 from interlock.errors import ExitCode, InterlockError
 from interlock.model import Choice, Traits
 from interlock.state import NodeRecord, Progress
@@ -52,8 +57,9 @@ def ready_node(e: Engine, name: str) -> NodeRecord:
     return node
 
 
-async def down(e: Engine, deployment: str | None) -> list[str]:
-    """Release every node of `deployment` (None: all): server, floating IP, keys."""
+async def down(e: Engine, deployment: str | None) -> Released:
+    """Release every node of `deployment` (None: all): server, floating IPs, keys; what
+    could not be released stays on record (`kept`) for the next `down`."""
     from interlock.allocate.deployment import down as release
 
     return await release(e, deployment)

@@ -23,7 +23,7 @@ class FaultPicker:
     def pick(self, action: str) -> Fault | None:
         with self._lock:
             for i, fault in enumerate(self._faults):
-                if fault.action != action:
+                if fault.action not in (action, "*"):  # "*": every action of the API
                     continue
                 if fault.times is not None and self._spent.get(i, 0) >= fault.times:
                     continue

@@ -69,6 +69,10 @@ def label(text: str) -> str:
     return re.sub(r"[^a-z0-9_-]", "-", text.lower())[:63]
 
 
+def _address_name(instance: str) -> str:
+    return f"{instance}-ip"[:63]
+
+
 class GceProvider:
     bootstrap: tuple[Path, str] | None = None
 
@@ -178,7 +182,7 @@ class GceProvider:
 
     # -- keys ------------------------------------------------------------------
 
-    def register_key(self, name: str, public_key: str) -> str:
+    def register_key(self, name: str, public_key: str, tags: dict[str, str] | None = None) -> str:
         return name  # no key API: the key goes into the instance metadata at creation
 
     def key_exists(self, ref: str) -> bool:
@@ -268,11 +272,15 @@ class GceProvider:
         )
         return found
 
-    def attach_public_ip(self, server_id: str) -> tuple[str, str]:
+    def attach_public_ip(
+        self, server_id: str, tags: dict[str, str] | None = None
+    ) -> tuple[str, str]:
         api = self.api
-        ref = f"{server_id}-ip"[:63]
+        ref = _address_name(server_id)
         address = compute_v1.Address(
-            name=ref, description=f"interlock: the public address of {server_id}"
+            name=ref,
+            description=f"interlock: the public address of {server_id}",
+            labels={label(k): label(v) for k, v in (tags or {}).items()},
         )
         try:
             api.regional(api.addresses.insert_unary, address_resource=address)
@@ -299,6 +307,14 @@ class GceProvider:
                 self.release_public_ip(ref)
             raise
         return ip, ref
+
+    def public_ips_of(self, node: str) -> list[str]:
+        # The static address of a node has its name from the node's (the instance's) name.
+        try:
+            self._address(_address_name(node))
+        except NotFoundError:
+            return []
+        return [_address_name(node)]
 
     def release_public_ip(self, ref: str) -> None:
         try:
