@@ -10,16 +10,84 @@ the file itself can be shown, logged and committed. Which file is used:
 from __future__ import annotations
 
 import os
+import re
+import stat
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+)
 
 from interlock import plugins, yamlfile
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _file(path: Path) -> Path:
+    """A file the config names: there, and a regular file (a FIFO would hang its reader).
+    Errors never repeat the value: a secret pasted where a path belongs stays unshown."""
+    path = path.expanduser()
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise ValueError("no such file") from None
+    except OSError as e:
+        raise ValueError(f"cannot be read: {e.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError("not a regular file")
+    return path
+
+
+def _private_key(path: Path) -> Path:
+    """A private key interlock can use unattended: an unencrypted key in a file."""
+    path = _file(path)
+    if path.stat().st_size > 64 * 1024:
+        raise ValueError("larger than a private key file")
+    data = path.read_bytes()
+    if b"PRIVATE KEY-----" not in data:
+        raise ValueError("not a private key (a public key, or another file?)")
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        if b"OPENSSH PRIVATE KEY" in data:
+            serialization.load_ssh_private_key(data, password=None)
+        else:
+            serialization.load_pem_private_key(data, password=None)
+    except TypeError:
+        raise ValueError(
+            "protected by a passphrase: interlock needs a key it can use unattended"
+        ) from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise ValueError("not a private key it can read") from None
+    return path
+
+
+def _endpoint(url: str) -> str:
+    """An API endpoint: an http(s) URL with a host, and no credentials in it."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("not an http:// or https:// URL with a host")
+    if parts.username or parts.password:
+        raise ValueError("credentials do not belong in the URL (give them in their files)")
+    return url
+
+
+File = Annotated[Path, AfterValidator(_file)]
+PrivateKeyFile = Annotated[Path, AfterValidator(_private_key)]
+Endpoint = Annotated[str, AfterValidator(_endpoint)]
+# Site names: what `--site` and output show (never read as markup, but kept plain).
+SiteName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
 
 
 class Limits(Strict):
@@ -46,10 +114,17 @@ class SiteBase(Strict):
 
 class AwsSite(SiteBase):
     provider: Literal["aws"]
-    endpoint: str | None = None  # None: AWS itself
+    endpoint: Endpoint | None = None  # None: AWS itself
     aws_profile: str | None = None
-    aws_config_file: Path | None = None
-    aws_credentials_file: Path | None = None
+    aws_config_file: File | None = None
+    aws_credentials_file: File | None = None
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, v: str) -> str:
+        if v and not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d{1,2}", v):
+            raise ValueError("not an AWS region name (like us-east-1)")
+        return v
 
 
 class Machine(Strict):
@@ -65,17 +140,17 @@ class Machine(Strict):
 
 class MetalSite(SiteBase):
     provider: Literal["metal"]
-    endpoint: str  # Redfish service root, e.g. https://bmc.example/redfish/v1
+    endpoint: Endpoint  # Redfish service root, e.g. https://bmc.example/redfish/v1
     username: str
-    password_file: Path
-    pool_key: Path  # private key that gives root on a freshly installed machine
+    password_file: File
+    pool_key: PrivateKeyFile  # gives root on a freshly installed machine
     machines: list[Machine] = Field(min_length=1)
 
 
 class OpenstackSite(SiteBase):
     provider: Literal["openstack"]
     cloud: str  # the clouds.yaml entry, read by openstacksdk's own config loader
-    clouds_file: Path | None = None  # None: openstacksdk's search path (OS_CLIENT_CONFIG_FILE…)
+    clouds_file: File | None = None  # None: openstacksdk's search path (OS_CLIENT_CONFIG_FILE…)
 
 
 class GceSite(SiteBase):
@@ -83,8 +158,8 @@ class GceSite(SiteBase):
     project: str
     zone: str  # e.g. europe-west1-b; the region is derived from it
     # A service-account key file; None: Application Default Credentials (google-auth).
-    credentials_file: Path | None = None
-    endpoint: str | None = None  # None: compute.googleapis.com
+    credentials_file: File | None = None
+    endpoint: Endpoint | None = None  # None: compute.googleapis.com
     # Where public images are looked up (GCE keeps each vendor's images in its own project).
     image_projects: list[str] = [
         "ubuntu-os-cloud",
@@ -116,7 +191,7 @@ BUILTIN = {"aws": AwsSite, "metal": MetalSite, "openstack": OpenstackSite, "gce"
 
 def _kind(v: Any) -> str:
     kind = v.get("provider") if isinstance(v, dict) else getattr(v, "provider", None)
-    return kind if kind in BUILTIN else "plugin"
+    return kind if isinstance(kind, str) and kind in BUILTIN else "plugin"
 
 
 SiteConfig = Annotated[
@@ -130,9 +205,9 @@ SiteConfig = Annotated[
 
 
 class SitesFile(Strict):
-    sites: dict[str, SiteConfig] = Field(min_length=1)
+    sites: dict[SiteName, SiteConfig] = Field(min_length=1)
     # Private key files whose public halves get root on every node.
-    platform_keys: list[Path] = []
+    platform_keys: list[PrivateKeyFile] = []
 
 
 def home() -> Path:

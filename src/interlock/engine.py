@@ -54,10 +54,13 @@ class SiteRuntime:
 class Engine:
     """Config, state, providers and limits of one home; steps and services get it passed."""
 
-    def __init__(self, sites: config.SitesFile, store: Store, home: Path) -> None:
+    def __init__(
+        self, sites: config.SitesFile, store: Store, home: Path, source: Path | None = None
+    ) -> None:
         self.sites = sites
         self.store = store
         self.home = home
+        self.source = source  # the sites file, for errors that name it
         self._providers: dict[str, Provider] = {}
         self._sites: dict[tuple[str, asyncio.AbstractEventLoop], SiteRuntime] = {}
         self._metadata: dict[str, Metadata] = {}
@@ -95,7 +98,14 @@ class Engine:
         if name not in self._providers:
             from interlock.providers import make_provider
 
-            self._providers[name] = make_provider(name, self.sites.sites[name], self.store)
+            try:
+                made = make_provider(name, self.sites.sites[name], self.store)
+            except InterlockError as e:
+                if e.code != ExitCode.BAD_INPUT:
+                    raise
+                where = f"{self.source}: " if self.source else ""
+                raise InterlockError(f"{where}site {name!r}: {e}", e.code) from None
+            self._providers[name] = made
         return self._providers[name]
 
     def site(self, name: str) -> SiteRuntime:
@@ -191,7 +201,8 @@ class Engine:
 
 def open_engine(sites_file: Path | None = None, home: Path | None = None) -> Engine:
     """The engine of a home (default: $INTERLOCK_HOME) on a sites file (see config)."""
-    sites = config.load_sites(config.sites_path(sites_file))
+    source = config.sites_path(sites_file)
+    sites = config.load_sites(source)
     home = home or config.home()
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return Engine(sites, open_store(home / "state.db"), home)
+    return Engine(sites, open_store(home / "state.db"), home, source)

@@ -35,7 +35,7 @@ def up(
 
     specs = resolve_sites(sites or [], site_file or [])
     if not as_json:
-        out.print(f"starting lab sites: {', '.join(s.name for _, s in specs)} …")
+        render.lines(out, [f"starting lab sites: {', '.join(s.name for _, s in specs)} …"])
     state = LabClient().up(specs)
     _show(state, as_json)
 
@@ -72,20 +72,13 @@ def _show(state: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(state, indent=2))
         return
-    from rich.table import Table
-
-    table = Table(title=f"interlock lab — {state['dir']}", title_justify="left")
-    for col in ("site", "kind", "endpoint", "public pool", "nodes", "outstanding"):
-        table.add_column(col, overflow="fold")
-    for name, site in state["sites"].items():
-        table.add_row(
-            name,
-            site["kind"],
-            site.get("endpoint", ""),
-            site["public_pool"],
-            str(site["nodes"]),
-            str(site["outstanding"]),
-        )
+    columns = ("site", "kind", "endpoint", "public pool", "nodes", "outstanding")
+    rows = [
+        (name, site["kind"], site.get("endpoint", ""), site["public_pool"], site["nodes"],
+         site["outstanding"])
+        for name, site in state["sites"].items()
+    ]  # fmt: skip
+    table = render.plain_table(columns, rows, f"interlock lab — {state['dir']}")
     render.table(out, table)
     moved = [
         f"{name}: public pool {site['public_pool']} (another lab holds {wanted})"

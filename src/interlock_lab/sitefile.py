@@ -8,23 +8,23 @@ that names the file, the field (with its line) and the problem, before anything 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from interlock import yamlfile
+from interlock.errors import InterlockError
 from interlock.model import StepName
+from interlock.yamlfile import FieldProblem
 
 LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
 METAL_FIRST_HOST = 10  # metal machines' fixed addresses start at this host index
@@ -33,8 +33,8 @@ Seconds = Annotated[float, Field(ge=0, le=600)]
 StepVerdict = Literal["works", "fixup", "fails"]
 
 
-class SiteFileError(Exception):
-    """A site file that cannot be used; the message names file, field and problem."""
+class SiteFileError(InterlockError):
+    """A site file that cannot be used; the message names file, line, field and problem."""
 
 
 class Strict(BaseModel):
@@ -162,6 +162,24 @@ class GroundTruth(Strict):
     capabilities: dict[str, Literal["YES", "PARTIAL", "NO", "NOT RUN"]] = {}
     notes: str = ""
 
+    @model_validator(mode="after")
+    def _known(self) -> GroundTruth:
+        known = _capabilities()
+        for name in self.capabilities:
+            if name not in known:
+                raise FieldProblem(
+                    ("capabilities", name),
+                    f"not a capability of interlock's guideline (one of: {', '.join(known)})",
+                )
+        return self
+
+
+def _capabilities() -> list[str]:
+    """The capability ids of interlock's built-in guideline (the ground truth's subject)."""
+    from interlock.conform import guideline
+
+    return [c.id for c in guideline.load().capabilities if c.status != "removed"]
+
 
 class SiteSpec(Strict):
     name: Name
@@ -181,36 +199,45 @@ class SiteSpec(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> SiteSpec:
-        _unique("images", [i.id for i in self.images])
-        _unique("flavors", [f.name for f in self.flavors])
-        _unique("networks", [n.name for n in self.networks])
+        # Errors name the field they are about (FieldProblem), not the site as a whole.
+        _unique("images", "id", [i.id for i in self.images])
+        _unique("flavors", "name", [f.name for f in self.flavors])
+        _unique("networks", "name", [n.name for n in self.networks])
+        _unique("machines", "prefix", [g.prefix for g in self.machines])
         names = {n.name: n for n in self.networks}
-        for n in self.networks:
+        for i, n in enumerate(self.networks):
+            where = ("networks", i)
             if n.external and self.kind != "openstack":
-                raise ValueError(f"network {n.name!r}: external networks are for openstack sites")
+                raise FieldProblem(
+                    (*where, "external"), "external networks are for openstack sites"
+                )
             if n.external and not n.cidr.subnet_of(self.public.pool):
-                raise ValueError(f"network {n.name!r}: an external network lies in the public pool")
+                raise FieldProblem((*where, "cidr"), "an external network lies in the public pool")
             if n.router is not None and not (n.router in names and names[n.router].external):
-                raise ValueError(f"network {n.name!r}: router to {n.router!r}, not an external one")
+                raise FieldProblem((*where, "router"), f"{n.router!r} is not an external network")
             if n.shared and not n.external:
-                raise ValueError(f"network {n.name!r}: only external networks are shared here")
+                raise FieldProblem((*where, "shared"), "only external networks are shared here")
+            for j, other in enumerate(self.networks[:i]):
+                if n.cidr.overlaps(other.cidr):
+                    raise FieldProblem((*where, "cidr"), f"overlaps networks[{j}] ({other.name})")
         images = {i.id for i in self.images}
         flavors = {f.name for f in self.flavors}
-        for g in self.machines:
+        for k, g in enumerate(self.machines):
             if g.image not in images:
-                raise ValueError(f"machine group {g.prefix!r}: unknown image {g.image!r}")
+                raise FieldProblem(("machines", k, "image"), "not an image of this site")
             if g.flavor not in flavors:
-                raise ValueError(f"machine group {g.prefix!r}: unknown flavor {g.flavor!r}")
+                raise FieldProblem(("machines", k, "flavor"), "not a flavor of this site")
         if self.kind == "metal" and not self.machines:
-            raise ValueError("a metal site needs machines")
+            raise FieldProblem(("machines",), "a metal site needs machines")
         machines = sum(g.count for g in self.machines)
-        for what, net in (
-            ("public.pool", self.public.pool),
-            ("networks[0]", self.networks[0].cidr),
-        ):
+        spaces: list[tuple[tuple[str | int, ...], ipaddress.IPv4Network]] = [
+            (("public", "pool"), self.public.pool),
+            (("networks", 0, "cidr"), self.networks[0].cidr),
+        ]
+        for field, net in spaces:
             # Machines take fixed addresses from the 11th host on (see emulators/metal.py).
             if machines > net.num_addresses - 2 - METAL_FIRST_HOST:
-                raise ValueError(f"{machines} machines do not fit in {what} {net}")
+                raise FieldProblem(field, f"{machines} machines do not fit in {net}")
         return self
 
     def moved_to(self, pool: ipaddress.IPv4Network) -> SiteSpec:
@@ -249,11 +276,11 @@ class SiteSpec(Strict):
         raise KeyError(name)
 
 
-def _unique(what: str, names: list[str]) -> None:
+def _unique(what: str, key: str, names: list[str]) -> None:
     seen: set[str] = set()
-    for n in names:
+    for i, n in enumerate(names):
         if n in seen:
-            raise ValueError(f"{what}: {n!r} appears twice")
+            raise FieldProblem((what, i, key), "appears twice")
         seen.add(n)
 
 
@@ -272,48 +299,4 @@ def builtin_of_kind(kind: str) -> list[str]:
 
 
 def load_site_file(path: Path) -> SiteSpec:
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise SiteFileError(f"{path}: cannot read: {e.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-        tree = yaml.compose(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e)
-        raise SiteFileError(f"{path}{where}: not valid YAML: {problem}") from None
-    if not isinstance(data, dict):
-        raise SiteFileError(f"{path}: the top level must be a mapping of fields")
-    try:
-        return SiteSpec.model_validate(data)
-    except ValidationError as e:
-        raise SiteFileError("\n".join(_describe(path, tree, e))) from None
-
-
-def _describe(path: Path, tree: yaml.Node | None, err: ValidationError) -> Iterator[str]:
-    for problem in err.errors():
-        loc = [p for p in problem["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
-        # pydantic adds the Literal's tag to discriminated paths; keep what the user wrote.
-        field = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[")
-        line = _line_of(tree, loc)
-        where = f" (line {line})" if line else ""
-        msg = problem["msg"].removeprefix("Value error, ")
-        yield f"{path}{where}: field '{field or '(top level)'}': {msg}"
-
-
-def _line_of(node: yaml.Node | None, loc: list[Any]) -> int | None:
-    """Line number of the deepest YAML node along `loc` that exists."""
-    line = node.start_mark.line + 1 if node is not None else None
-    for key in loc:
-        if isinstance(node, yaml.MappingNode):
-            node = next((v for k, v in node.value if k.value == key), None)
-        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int):
-            node = node.value[key] if key < len(node.value) else None
-        else:
-            node = None
-        if node is None:
-            break
-        line = node.start_mark.line + 1
-    return line
+    return yamlfile.load(path, SiteSpec, error=SiteFileError)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -38,7 +39,7 @@ def test_builtin_guideline_is_valid_and_covers_the_eight_steps() -> None:
         ("schema: 2\nid: g\nstatus: approved\ncapabilities: []\n", "schema"),
         ("schema: 1\nid: g\nstatus: maybe\ncapabilities: []\n", "status"),
         ("schema: 1\nid: g\nstatus: approved\ncapabilities:\n - {id: A, description: d,"
-         " status: required, checks: [{uuid: 1, name: n, kind: step}]}\n", "capabilities.0.id"),
+         " status: required, checks: [{uuid: 1, name: n, kind: step}]}\n", "capabilities[0].id"),
     ],
 )  # fmt: skip
 def test_bad_guidelines_name_the_file_and_field(tmp_path: Path, text: str, field: str) -> None:
@@ -46,7 +47,7 @@ def test_bad_guidelines_name_the_file_and_field(tmp_path: Path, text: str, field
     path.write_text(text)
     with pytest.raises(InterlockError) as e:
         guidelines.load(path)
-    assert str(e.value).startswith(f"{path}: field '{field}'")
+    assert re.match(rf"{path} \(line \d+\): field '{re.escape(field)}': ", str(e.value)), e.value
     assert e.value.code == ExitCode.BAD_INPUT
 
 

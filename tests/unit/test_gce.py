@@ -18,6 +18,7 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from google.auth.credentials import AnonymousCredentials
+from pydantic import ValidationError
 from requests_mock import Mocker
 
 from interlock.config import GceSite
@@ -528,7 +529,12 @@ def test_credentials_never_appear_in_errors(
 
 
 def test_an_unreadable_key_file_is_an_auth_error(tmp_path: Path) -> None:
-    gce = GceProvider("s", site(credentials_file=tmp_path / "missing.json"))
+    missing = tmp_path / "missing.json"
+    with pytest.raises(ValidationError, match="no such file"):
+        site(credentials_file=missing)  # refused when the sites file is read
+    # A file gone since then: the provider's error names it, and is an auth error.
+    gone = site().model_copy(update={"credentials_file": missing})
+    gce = GceProvider("s", gone)
     with pytest.raises(AuthError) as e:
         gce.describe_node("web-1")
     assert str(e.value).startswith("s: ") and "missing.json" in str(e.value)

@@ -18,6 +18,7 @@ import pytest
 import requests_mock
 
 from interlock.config import DeclaredProfile, OpenstackSite
+from interlock.errors import ExitCode, InterlockError
 from interlock.model import Traits
 from interlock.providers.base import (
     AuthError,
@@ -263,6 +264,8 @@ def test_refused_credentials_are_an_auth_error_and_never_echoed(
 
 def test_an_unknown_cloud_entry_is_one_clear_error(clouds: Path) -> None:
     cfg = OpenstackSite(provider="openstack", cloud="nope", clouds_file=clouds)
-    with pytest.raises(InvalidRequestError, match="nope") as e:
+    with pytest.raises(InterlockError, match="nope") as e:
         OpenstackProvider("acme", cfg).metadata()
+    # Bad input (exit 2), fixed in the config: it names the file the cloud is not in.
+    assert e.value.code == ExitCode.BAD_INPUT and str(clouds) in str(e.value)
     assert CANARY not in str(e.value)

@@ -49,7 +49,8 @@ def _plug_in(argv: list[str]) -> None:
     from interlock import plugins
 
     for name, group in plugins.offered(plugins.CLI):
-        app.add_typer(group, name=name)
+        if name not in _builtin():  # once (main may run again in one process: tests)
+            app.add_typer(group, name=name)
 
 
 def main() -> None:

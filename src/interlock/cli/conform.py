@@ -63,20 +63,17 @@ def run(
 @app.command()
 def history(as_json: JsonOpt = False) -> None:
     """Every conformance run kept, newest first, with each site's verdict."""
-    from rich.table import Table
-
     from interlock.services import conform
 
     runs = conform.history()
     if as_json:
         print(json.dumps(runs, indent=2))
         return
-    t = Table(title="conformance runs")
-    for col in ("run", "guideline", "sites"):
-        t.add_column(col)
-    for r in runs:
-        t.add_row(r["id"], r["guideline"], ", ".join(f"{s}: {v}" for s, v in r["verdicts"].items()))
-    render.table(out, t)
+    shown = [
+        (r["id"], r["guideline"], ", ".join(f"{s}: {v}" for s, v in r["verdicts"].items()))
+        for r in runs
+    ]
+    render.table(out, render.plain_table(("run", "guideline", "sites"), shown, "conformance runs"))
 
 
 @app.command()
@@ -87,20 +84,15 @@ def compare(
 ) -> None:
     """Two runs capability by capability (ids from `history`, or `latest`), or two sites'
     latest results."""
-    from rich.table import Table
-
     from interlock.services import conform
 
     rows = conform.compared(a, b)
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    t = Table(title=f"{a} vs {b}")
-    for col in rows[0] if rows else []:
-        t.add_column(col)
-    for row in rows:
-        t.add_row(*(str(v) for v in row.values()))
-    render.table(out, t)
+    columns = list(rows[0]) if rows else []
+    shown = [list(row.values()) for row in rows]
+    render.table(out, render.plain_table(columns, shown, f"{a} vs {b}"))
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:

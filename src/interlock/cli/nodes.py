@@ -40,8 +40,6 @@ def register(app: typer.Typer) -> None:
 
 def sites(sites_file: SitesOpt = None, as_json: JsonOpt = False) -> None:
     """List the configured sites."""
-    from rich.table import Table
-
     e = engine(sites_file)
     rows: list[dict[str, Any]] = [
         {
@@ -56,12 +54,11 @@ def sites(sites_file: SitesOpt = None, as_json: JsonOpt = False) -> None:
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    t = Table()
-    for col in ("site", "provider", "region", "concurrency", "rate/s"):
-        t.add_column(col)
-    for r in rows:
-        t.add_row(r["site"], r["provider"], r["region"], str(r["concurrency"]), f"{r['rate']:g}")
-    render.table(out, t)
+    columns = ("site", "provider", "region", "concurrency", "rate/s")
+    shown = [
+        (r["site"], r["provider"], r["region"], r["concurrency"], f"{r['rate']:g}") for r in rows
+    ]
+    render.table(out, render.plain_table(columns, shown))
 
 
 def plan(
@@ -81,8 +78,7 @@ def plan(
         print(json.dumps({k: v.model_dump() for k, v in choices.items()}, indent=2))
         return
     for name, c in choices.items():
-        out.print(f"[bold]{name}[/bold]")
-        render.lines(out, [f"  • {reason}" for reason in c.reasons])
+        render.lines(out, [name, *(f"  • {reason}" for reason in c.reasons)])
 
 
 def up(

@@ -10,7 +10,7 @@ it). In a terminal, tables stay, and an error a table had to cut is shown whole 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -40,6 +40,17 @@ def table(out: Console, t: Table) -> None:
     Console(file=out.file, width=width, color_system=None, soft_wrap=True).print(t)
 
 
+def plain_table(columns: Sequence[str], rows: Iterable[Sequence[object]], title: str = "") -> Table:
+    """A table of values shown as they are: a name from a sites file such as "[/x]" is
+    text, never rich markup."""
+    t = Table(title=Text(title) if title else None, title_justify="left")
+    for col in columns:
+        t.add_column(col, overflow="fold")
+    for row in rows:
+        t.add_row(*(Text(str(v)) for v in row))
+    return t
+
+
 def lines(out: Console, texts: Sequence[str]) -> None:
     """Text that is shown as is: no markup, no highlighting, no wrapping outside a terminal."""
     for text in texts:
@@ -62,7 +73,7 @@ def nodes(out: Console, records: Sequence[NodeRecord], title: str = "") -> None:
 def node_table(records: Sequence[NodeRecord], title: str = "") -> Table:
     """The terminal's node table: fix-ups folded, an error on one line (cut if need be:
     `nodes` shows it whole below the table)."""
-    t = Table(title=title or None, title_justify="left")
+    t = Table(title=Text(title) if title else None, title_justify="left")
     for col in ("node", "site", "status", "step", "public ip", "login", "fix-ups / error"):
         t.add_column(col, overflow="fold")
     for n in records:
@@ -71,7 +82,8 @@ def node_table(records: Sequence[NodeRecord], title: str = "") -> Table:
             if n.status == "failed"
             else Text("\n".join(str(f) for f in n.fixups))
         )
-        t.add_row(n.name, n.site, n.status, n.stage, n.public_ip or "", n.login_user or "", note)
+        shown = (n.name, n.site, n.status, n.stage, n.public_ip or "", n.login_user or "")
+        t.add_row(*(Text(v) for v in shown), note)
     return t
 
 

@@ -16,7 +16,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from interlock import yamlfile
-from interlock.model import Traits
+from interlock.model import STEPS, Traits
+from interlock.yamlfile import FieldProblem
 
 CheckKind = Literal[
     "step",
@@ -40,6 +41,24 @@ class Check(Strict):
     aliases: list[str] = []
     kind: CheckKind
     params: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _params(self) -> Check:
+        """Each kind's parameters, checked here: a guideline that loads can be graded."""
+        p = self.params
+        if self.kind == "step":
+            if p.get("step") not in STEPS:
+                raise FieldProblem(
+                    ("params", "step"), f"one of the eight steps: {', '.join(STEPS)}"
+                )
+            fixups = p.get("fixups", [])
+            if not (isinstance(fixups, list) and all(isinstance(f, str) for f in fixups)):
+                raise FieldProblem(("params", "fixups"), "a list of texts")
+        if self.kind == "ssh-ready":
+            limit = p.get("max_seconds", 120)
+            if isinstance(limit, bool) or not isinstance(limit, int | float) or limit <= 0:
+                raise FieldProblem(("params", "max_seconds"), "a number of seconds above 0")
+        return self
 
 
 class Capability(Strict):

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
 from interlock.conform.judge import site_passes
 from interlock.conform.run import Run
@@ -83,23 +84,24 @@ STYLE = {"YES": "green", "PARTIAL": "yellow", "NO": "red", "NOT RUN": "dim", "ER
 
 def matrix(report: dict[str, Any]) -> Table:
     """Capabilities by sites, one word a cell (≠ marks a verdict unlike the baseline's);
-    the fix-ups behind each PARTIAL are listed under the table (see `fixup_notes`)."""
+    the fix-ups behind each PARTIAL are listed under the table (see `fixup_notes`). Names
+    from the sites file and guideline are text, never read as markup."""
     sites = list(report["sites"])
     baseline = report["run"]["baseline"]
-    table = Table(title=f"{report['run']['guideline']} (baseline: {baseline or 'none'})")
+    table = Table(title=Text(f"{report['run']['guideline']} (baseline: {baseline or 'none'})"))
     table.add_column("capability", no_wrap=True)
     for s in sites:
-        table.add_column(s + (" (baseline)" if s == baseline else ""), no_wrap=True)
+        table.add_column(Text(s + (" (baseline)" if s == baseline else "")), no_wrap=True)
     for cid, meta in report["capabilities"].items():
-        row = [f"{cid}{' *' if meta['status'] == 'required' else ''}"]
+        row = [Text(f"{cid}{' *' if meta['status'] == 'required' else ''}")]
         for s in sites:
             cap = report["sites"][s]["capabilities"][cid]
             mark = " ≠" if cap["matches_baseline"] is False else ""
-            row.append(f"[{STYLE[cap['verdict']]}]{cap['verdict']}{mark}[/]")
+            row.append(Text(f"{cap['verdict']}{mark}", style=STYLE[cap["verdict"]]))
         table.add_row(*row)
     table.add_row(
         "site verdict",
-        *(f"[bold]{report['sites'][s]['verdict'].upper()}[/]" for s in sites),
+        *(Text(report["sites"][s]["verdict"].upper(), style="bold") for s in sites),
     )
     table.caption = (
         "* required: a site passes when every required capability is YES or PARTIAL;"

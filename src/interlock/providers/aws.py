@@ -10,9 +10,17 @@ from typing import Any, TypeVar
 import boto3
 import botocore.session
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    ProfileNotFound,
+)
 
 from interlock.config import AwsSite
+from interlock.errors import ExitCode, InterlockError
 from interlock.model import Flavor, Image, Metadata, Network
 from interlock.providers.base import (
     AuthError,
@@ -65,13 +73,23 @@ class AwsProvider:
             core.set_config_variable("config_file", str(config.aws_config_file))
         if config.aws_credentials_file:
             core.set_config_variable("credentials_file", str(config.aws_credentials_file))
-        session = boto3.Session(botocore_session=core, region_name=config.region or None)
-        # interlock retries what is transient itself (one taxonomy for every provider).
-        self.ec2 = session.client(
-            "ec2",
-            endpoint_url=config.endpoint,
-            config=Config(retries={"total_max_attempts": 1}, connect_timeout=10, read_timeout=60),
-        )
+        try:
+            session = boto3.Session(botocore_session=core, region_name=config.region or None)
+            # interlock retries what is transient itself (one taxonomy for every provider).
+            self.ec2 = session.client(
+                "ec2",
+                endpoint_url=config.endpoint,
+                config=Config(
+                    retries={"total_max_attempts": 1}, connect_timeout=10, read_timeout=60
+                ),
+            )
+        except ProfileNotFound:
+            raise InterlockError(
+                "aws_profile: no such profile in the AWS config and credentials files",
+                ExitCode.BAD_INPUT,
+            ) from None
+        except BotoCoreError as e:  # no region, a region botocore cannot place, …
+            raise InterlockError(f"cannot make an EC2 client: {e}", ExitCode.BAD_INPUT) from None
 
     @contextmanager
     def _mapped(self) -> Iterator[None]:
@@ -93,6 +111,8 @@ class AwsProvider:
             else:
                 cls = InvalidRequestError
             raise cls(self.site, msg) from None
+        except (NoCredentialsError, PartialCredentialsError) as e:
+            raise AuthError(self.site, f"{type(e).__name__}: {e}") from None  # no use retrying
         except (EndpointConnectionError, BotoCoreError) as e:
             raise TransientError(self.site, f"{type(e).__name__}: {e}") from None
 

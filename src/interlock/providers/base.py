@@ -8,6 +8,7 @@ limits, and retries only what the taxonomy calls transient.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -19,12 +20,16 @@ if TYPE_CHECKING:
     from interlock.state import Store
 
 
+USERINFO = re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^/\s@]*@", re.IGNORECASE)
+
+
 class ProviderError(InterlockError):
     """An SDK error, mapped. `kind` decides retry (transient) and failover (quota)."""
 
     kind = "error"
 
     def __init__(self, site: str, message: str) -> None:
+        message = USERINFO.sub(r"\1", message)  # an SDK's message may quote a URL with it
         super().__init__(f"{site}: {message}", ExitCode.FAILURE)
         self.site = site
         self.detail = message

@@ -25,6 +25,7 @@ from openstack import exceptions as osx
 from openstack.config import loader
 
 from interlock.config import OpenstackSite
+from interlock.errors import ExitCode, InterlockError
 from interlock.model import Flavor, Image, Metadata, Network, NetworkRole
 from interlock.providers.base import (
     AuthError,
@@ -140,11 +141,19 @@ class OpenstackProvider:
     @property
     def conn(self) -> connection.Connection:
         if self._conn is None:
-            with self._mapped():
-                files = [str(self.config.clouds_file)] if self.config.clouds_file else None
+            files = [str(self.config.clouds_file)] if self.config.clouds_file else None
+            where = f"clouds file {self.config.clouds_file}" if files else "the clouds.yaml files"
+            try:
                 cloud = loader.OpenStackConfig(config_files=files).get_one(
                     cloud=self.config.cloud, region_name=self.config.region or None
                 )
+            except osx.ConfigException as e:
+                # The cloud (or region) is not in the file: fixing the config is the cure.
+                raise InterlockError(
+                    f"cloud: not usable from {where}: {' '.join(str(e).split())[:200]}",
+                    ExitCode.BAD_INPUT,
+                ) from None
+            with self._mapped():
                 self._conn = connection.Connection(config=cloud)
         return self._conn
 
