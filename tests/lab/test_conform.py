@@ -64,7 +64,10 @@ def test_a_bad_guideline_is_one_clear_error(cli: Cli, tmp_path: Path) -> None:
     bad.write_text("schema: 1\nid: g\nstatus: approved\ncapabilities: []\n")
     done = cli("conform", "run", "aws", "--guideline", str(bad), check=False)
     assert done.returncode == 2
-    assert done.stderr.strip().startswith(f"error: {bad}: field 'capabilities'")
+    assert done.stderr.strip() == (
+        f"error: {bad} (line 4): field 'capabilities': "
+        "List should have at least 1 item after validation, not 0"
+    )
 
 
 def test_a_users_own_site_file_gets_its_verdicts_without_code(lab: Lab, cli: Cli) -> None:
