@@ -103,10 +103,26 @@ PLAYBOOK = r"""
 """
 
 
+def admit_host(ec2: Any) -> str:
+    """A group admitting SSH from the host (the lab's default group, like AWS's, does not)."""
+    group = ec2.create_security_group(GroupName="bench-ssh", Description="bench")["GroupId"]
+    ec2.authorize_security_group_ingress(
+        GroupId=group,
+        IpPermissions=[{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
+                        "IpRanges": [{"CidrIp": "127.0.0.0/8"}]}],
+    )  # fmt: skip
+    return str(group)
+
+
 def launch(ec2: Any, count: int) -> list[str]:
     """2N instances from one run_instances call; their public addresses once running."""
     out = ec2.run_instances(
-        ImageId=UBUNTU, InstanceType="t3.micro", MinCount=count, MaxCount=count, KeyName="bench"
+        ImageId=UBUNTU,
+        InstanceType="t3.micro",
+        MinCount=count,
+        MaxCount=count,
+        KeyName="bench",
+        SecurityGroupIds=[admit_host(ec2)],
     )
     ids = [i["InstanceId"] for i in out["Instances"]]
     ips: dict[str, str] = {}

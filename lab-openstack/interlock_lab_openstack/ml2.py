@@ -1,6 +1,7 @@
-"""An ML2 mechanism driver for the lab: binds every port (there are no agents), and
-tells the lab when a floating IP is associated, moved or released, so the lab's
-fabric forwards that address to the right node at once."""
+"""An ML2 mechanism driver for the lab: binds every port (there are no agents), tells
+the lab when a floating IP is associated, moved or released, so the lab's fabric
+forwards that address to the right node at once, and when security groups and rules
+come and go, for the lab's ledger (the lab reads the rules themselves from the API)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ class LabMechanismDriver(api.MechanismDriver):
     def initialize(self) -> None:
         for event in (events.AFTER_CREATE, events.AFTER_UPDATE, events.AFTER_DELETE):
             registry.subscribe(self._floating_ip, resources.FLOATING_IP, event)
+        for resource in (resources.SECURITY_GROUP, resources.SECURITY_GROUP_RULE):
+            for event in (events.AFTER_CREATE, events.AFTER_DELETE):
+                registry.subscribe(self._security, resource, event)
 
     def bind_port(self, context: Any) -> None:
         for segment in context.segments_to_bind:
@@ -51,3 +55,23 @@ class LabMechanismDriver(api.MechanismDriver):
             )
         except Exception:  # never fail the API call over the lab's bookkeeping
             LOG.exception("interlock lab: floating IP %s not realized", fip.get("id"))
+
+    def _security(self, resource: str, event: str, trigger: Any, payload: Any) -> None:
+        if payload is None:
+            return
+        states = [dict(s) for s in (payload.states or ()) if s]
+        state = states[-1] if states else {}
+        meta = dict(payload.metadata or {})
+        if meta.get("is_default") or state.get("name") == "default":
+            return  # the cloud's own group of each project: not a resource anyone made
+        rule = resource == resources.SECURITY_GROUP_RULE
+        labapi.post_later(
+            "/v1/openstack/security",
+            {
+                "kind": "rule" if rule else "group",
+                "event": "deleted" if event == events.AFTER_DELETE else "created",
+                "id": payload.resource_id,
+                "project_id": state.get("project_id") or state.get("tenant_id"),
+                "group_id": state.get("security_group_id") or meta.get("security_group_id"),
+            },
+        )

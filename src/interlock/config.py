@@ -9,6 +9,7 @@ the file itself can be shown, logged and committed. Which file is used:
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import stat
@@ -104,12 +105,19 @@ class DeclaredProfile(Strict):
     floating_ip: bool | None = None  # True: a floating/elastic IP is always needed
     public_network: str | None = None  # the network that reaches the outside
     floating_network: str | None = None  # where floating IPs come from (OpenStack)
+    # An existing security group (name or id) nodes get where SSH is blocked, instead of
+    # the one interlock would make (GCE: a network tag its firewall rules target).
+    security_group: str | None = Field(default=None, min_length=1, max_length=255)
 
 
 class SiteBase(Strict):
     region: str = ""
     limits: Limits = Limits()
     profile: DeclaredProfile = DeclaredProfile()
+    # Where SSH comes from, for the security group interlock opens where a site blocks it.
+    # Empty: this host's address towards the node (behind NAT, name the NAT's address).
+    # 0.0.0.0/0 is never assumed: write it here to mean it.
+    ssh_from: list[ipaddress.IPv4Network] = Field(default=[], max_length=50)
 
 
 class AwsSite(SiteBase):

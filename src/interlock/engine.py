@@ -35,10 +35,12 @@ def site_key_ref(node: str) -> str:
     return f"interlock-{node}"
 
 
-def ownership(deployment: str, node: str) -> dict[str, str]:
+def ownership(deployment: str, node: str | None = None) -> dict[str, str]:
     """The tags every resource made for a node carries from its creation: by them `down`
-    and rollback find what a lost record or a failed clean-up left."""
-    return {"interlock:owner": OWNER, "interlock:deployment": deployment, "interlock:node": node}
+    and rollback find what a lost record or a failed clean-up left. A deployment's own
+    resources (its security group) carry no node tag."""
+    tags = {"interlock:owner": OWNER, "interlock:deployment": deployment}
+    return tags if node is None else {**tags, "interlock:node": node}
 
 
 @dataclass
@@ -194,6 +196,13 @@ class Engine:
         ref = site_key_ref(node)
         if await self.call(site, provider.key_exists, ref):
             await self.call(site, provider.delete_key, ref)
+
+    async def release_groups(self, site: str, deployment: str) -> None:
+        """Delete the security groups (GCE: firewall rules) carrying `deployment`'s tag on
+        `site`; called by `down` once the deployment has no node left there."""
+        provider = self.provider(site)
+        for ref in await self.call(site, provider.groups_of, deployment):
+            await self.call(site, provider.delete_group, ref)
 
     def progress(self, node: str, step: StepName, **changes: Any) -> None:
         self.store.update(node, step=step, **changes)

@@ -17,13 +17,15 @@ from pydantic import (
 # public: boot here, the address is reachable; private: boot here, a floating IP is needed;
 # external-usable / -unusable: floating IPs come (or cannot come) from here; never booted on.
 # The eight allocation steps (see DESIGN.md), by the names fix-ups, site files' ground
-# truth and the interop suite use.
+# truth and the interop suite use; `firewall` is step 5's second half (SSH opened where the
+# node's security groups block it), named apart because clouds differ on it alone.
 StepName = Literal[
     "node_key",
     "metadata",
     "selection",
     "request",
     "public_address",
+    "firewall",
     "login",
     "root_access",
     "key_removal",
@@ -36,6 +38,7 @@ STEP_LABELS: dict[StepName, str] = {
     "selection": "selection",
     "request": "request",
     "public_address": "public address",
+    "firewall": "firewall",
     "login": "login",
     "root_access": "root access",
     "key_removal": "remove node key",

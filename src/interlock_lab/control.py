@@ -56,6 +56,14 @@ def make_app(lab: Lab) -> FastAPI:
             await site.floating_ip(body)
         return {"status": "ok"}
 
+    @app.post("/v1/openstack/security")
+    async def security(body: dict[str, Any]) -> dict[str, str]:
+        c = cloud()
+        site = c.site_of(body.get("project_id") or "") or c.site_of_group(body.get("group_id"))
+        if site is not None:
+            site.security(body)
+        return {"status": "ok"}
+
     @app.post("/v1/down", status_code=202)
     async def down() -> dict[str, str]:
         lab.stopping.set()

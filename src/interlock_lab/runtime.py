@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from interlock_lab.fabric.forward import Forwarder, Target
+from interlock_lab.fabric.forward import Forwarder, Guard, Target
 from interlock_lab.fabric.network import LabNetwork
 from interlock_lab.node import sandbox
 from interlock_lab.node.initbin import init_binary
@@ -97,9 +97,17 @@ class Runtime:
         if wipe:
             await asyncio.to_thread(_remove, self.node_dir(node_id))
 
-    async def publish(self, ip: ipaddress.IPv4Address, ports: list[int], node_id: str) -> None:
+    async def publish(
+        self,
+        ip: ipaddress.IPv4Address,
+        ports: list[int],
+        node_id: str,
+        guard: Guard | None = None,
+    ) -> None:
+        """Forward `ip`'s `ports` to the node; with `guard`, only what it admits."""
         node = self.nodes[node_id]
-        await self.forwarder.point(ip, ports, Target(node_id, node.box.netns, node.private_ip))
+        target = Target(node_id, node.box.netns, node.private_ip, guard)
+        await self.forwarder.point(ip, ports, target)
 
     async def unpublish(self, ip: ipaddress.IPv4Address) -> None:
         await self.forwarder.unpoint(ip)

@@ -134,6 +134,17 @@ class PublicSpec(Strict):
         return v
 
 
+class FirewallSpec(Strict):
+    """What filters a node's public address. enforced: the lab admits a connection only
+    where the node's security groups (as the site's API holds them) allow its port from
+    its source address. default_group: what a new VPC's or project's default group admits
+    (closed: only its own members, as AWS and OpenStack make it; open: everything);
+    unset: closed, except on metal, which has no security groups and filters nothing."""
+
+    enforced: bool = True
+    default_group: Literal["closed", "open"] | None = None
+
+
 class Fault(Strict):
     """An API fault injected at `rate` (0..1) on calls of `action` ("*": every action)."""
 
@@ -195,6 +206,7 @@ class SiteSpec(Strict):
     faults: list[Fault] = []
     seed: int = 0
     quotas: Quotas = Quotas()
+    firewall: FirewallSpec = FirewallSpec()
     ground_truth: GroundTruth = GroundTruth()
 
     @model_validator(mode="after")
@@ -229,6 +241,10 @@ class SiteSpec(Strict):
                 raise FieldProblem(("machines", k, "flavor"), "not a flavor of this site")
         if self.kind == "metal" and not self.machines:
             raise FieldProblem(("machines",), "a metal site needs machines")
+        if self.kind == "metal" and self.firewall.default_group == "closed":
+            raise FieldProblem(
+                ("firewall", "default_group"), "metal has no security groups: nothing closes it"
+            )
         machines = sum(g.count for g in self.machines)
         spaces: list[tuple[tuple[str | int, ...], ipaddress.IPv4Network]] = [
             (("public", "pool"), self.public.pool),
@@ -257,6 +273,11 @@ class SiteSpec(Strict):
         ]
         public = self.public.model_copy(update={"pool": pool})
         return self.model_copy(update={"public": public, "networks": networks})
+
+    @property
+    def default_open(self) -> bool:
+        """A new node's default group admits everything (or the site filters nothing)."""
+        return self.kind == "metal" or self.firewall.default_group == "open"
 
     def behaviour(self, image: ImageSpec) -> Behaviour:
         """The image's behaviour: its own settings over the site's defaults."""

@@ -152,6 +152,28 @@ def lab() -> Iterator[Lab]:
         yield Lab(client)
 
 
+# Every TCP port from the host's loopback: what `host_admitted` groups admit.
+FROM_HOST = {
+    "IpProtocol": "tcp", "FromPort": 0, "ToPort": 65535, "IpRanges": [{"CidrIp": "127.0.0.0/8"}]
+}  # fmt: skip
+
+
+@contextmanager
+def host_admitted(ec2: Any) -> Iterator[str]:
+    """A security group admitting TCP from the host's loopback, as an AWS user makes one
+    before launching where the default group admits nothing from outside; deleted after
+    (its instances terminated first: the caller's fixtures end before this one)."""
+    vpc = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0]
+    name = f"test-host-{os.getpid()}-{time.monotonic_ns()}"
+    group = ec2.create_security_group(GroupName=name, Description="tests", VpcId=vpc["VpcId"])
+    gid = str(group["GroupId"])
+    ec2.authorize_security_group_ingress(GroupId=gid, IpPermissions=[FROM_HOST])
+    try:
+        yield gid
+    finally:
+        ec2.delete_security_group(GroupId=gid)
+
+
 def ssh_run(
     host: str,
     user: str,
@@ -173,6 +195,26 @@ def ssh_run(
             connect_timeout=timeout,
         ) as conn:
             return await asyncio.wait_for(conn.run(command, check=False), timeout)
+
+    return asyncio.run(go())
+
+
+def answers_ssh(host: str, source: str = "127.0.0.1") -> bool:
+    """One connection to port 22 from `source`: does an SSH banner come back?"""
+
+    async def go() -> bool:
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, 22, local_addr=(source, 0)), 5
+            )
+        except (OSError, TimeoutError):
+            return False
+        try:
+            return (await asyncio.wait_for(reader.readline(), 5)).startswith(b"SSH-")
+        except (OSError, TimeoutError):
+            return False
+        finally:
+            writer.close()
 
     return asyncio.run(go())
 

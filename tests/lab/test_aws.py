@@ -11,33 +11,42 @@ import asyncssh
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.lab.conftest import Lab, ssh_ready, ssh_run, wait_for
+from tests.lab.conftest import Lab, host_admitted, ssh_ready, ssh_run, wait_for
 
 UBUNTU_2404 = "ami-0e2c8caa4b6378d8c"
 
 
 @pytest.fixture
-def key(lab: Lab) -> Iterator[tuple[str, asyncssh.SSHKey]]:
+def key(lab: Lab) -> Iterator[tuple[str, asyncssh.SSHKey, str]]:
+    """A key pair, and a group admitting the host (the lab's default group does not)."""
     ec2 = lab.ec2()
-    pair = ec2.create_key_pair(KeyName="test-key", KeyType="ed25519")
-    yield "test-key", asyncssh.import_private_key(pair["KeyMaterial"])
-    ec2.delete_key_pair(KeyName="test-key")
+    with host_admitted(ec2) as group:
+        pair = ec2.create_key_pair(KeyName="test-key", KeyType="ed25519")
+        yield "test-key", asyncssh.import_private_key(pair["KeyMaterial"]), group
+        ec2.delete_key_pair(KeyName="test-key")
 
 
-def launch(ec2: Any, image: str, key_name: str, count: int = 1) -> list[dict[str, Any]]:
+def launch(
+    ec2: Any, image: str, key: tuple[str, asyncssh.SSHKey, str], count: int = 1
+) -> list[dict[str, Any]]:
     ids = [
         i["InstanceId"]
         for i in ec2.run_instances(
-            ImageId=image, InstanceType="t3.micro", MinCount=count, MaxCount=count, KeyName=key_name
+            ImageId=image,
+            InstanceType="t3.micro",
+            MinCount=count,
+            MaxCount=count,
+            KeyName=key[0],
+            SecurityGroupIds=[key[2]],
         )["Instances"]
     ]
     described = ec2.describe_instances(InstanceIds=ids)["Reservations"]
     return [i for r in described for i in r["Instances"]]
 
 
-def test_boto3_user_journey(lab: Lab, key: tuple[str, asyncssh.SSHKey]) -> None:
+def test_boto3_user_journey(lab: Lab, key: tuple[str, asyncssh.SSHKey, str]) -> None:
     ec2 = lab.ec2()
-    (inst,) = launch(ec2, UBUNTU_2404, key[0])
+    (inst,) = launch(ec2, UBUNTU_2404, key)
     public = inst["PublicIpAddress"]
     assert ipaddress.IPv4Address(public) in lab.pool("aws")
     assert ipaddress.IPv4Address(inst["PrivateIpAddress"]) in ipaddress.IPv4Network("172.31.0.0/16")
@@ -63,9 +72,9 @@ def test_boto3_user_journey(lab: Lab, key: tuple[str, asyncssh.SSHKey]) -> None:
     assert entry["kind"] == "server" and entry["released"] is not None
 
 
-def test_elastic_ip_reassociation_is_live(lab: Lab, key: tuple[str, asyncssh.SSHKey]) -> None:
+def test_elastic_ip_reassociation_is_live(lab: Lab, key: tuple[str, asyncssh.SSHKey, str]) -> None:
     ec2 = lab.ec2()
-    a, b = launch(ec2, UBUNTU_2404, key[0], count=2)
+    a, b = launch(ec2, UBUNTU_2404, key, count=2)
     eip = ec2.allocate_address(Domain="vpc")
     try:
         ec2.associate_address(InstanceId=a["InstanceId"], AllocationId=eip["AllocationId"])
@@ -96,14 +105,15 @@ def test_elastic_ip_reassociation_is_live(lab: Lab, key: tuple[str, asyncssh.SSH
         ec2.terminate_instances(InstanceIds=[a["InstanceId"], b["InstanceId"]])
     with pytest.raises(OSError):
         asyncio.run(asyncio.open_connection(eip["PublicIp"], 22))
-    assert not [e for e in lab.client.ledger("aws", outstanding=True) if e["kind"] != "keypair"]
+    fixtures = ("keypair", "security-group", "security-group-rule")  # the key fixture's
+    assert not [e for e in lab.client.ledger("aws", outstanding=True) if e["kind"] not in fixtures]
 
 
 def test_stop_keeps_the_disk_and_start_boots_it_again(
-    lab: Lab, key: tuple[str, asyncssh.SSHKey]
+    lab: Lab, key: tuple[str, asyncssh.SSHKey, str]
 ) -> None:
     ec2 = lab.ec2()
-    (inst,) = launch(ec2, UBUNTU_2404, key[0])
+    (inst,) = launch(ec2, UBUNTU_2404, key)
     iid = inst["InstanceId"]
     try:
         ssh_ready(inst["PublicIpAddress"])
@@ -140,10 +150,10 @@ def test_key_pairs_are_in_the_ledger(lab: Lab) -> None:
 
 
 def test_private_addresses_connect_nodes_on_the_vpc(
-    lab: Lab, key: tuple[str, asyncssh.SSHKey]
+    lab: Lab, key: tuple[str, asyncssh.SSHKey, str]
 ) -> None:
     ec2 = lab.ec2()
-    a, b = launch(ec2, UBUNTU_2404, key[0], count=2)
+    a, b = launch(ec2, UBUNTU_2404, key, count=2)
     try:
         ssh_ready(a["PublicIpAddress"])
         wait_for("node b", lambda: any(n["id"] == b["InstanceId"] for n in lab.client.nodes()))

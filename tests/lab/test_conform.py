@@ -56,7 +56,9 @@ def test_conform_matches_ground_truth_and_reports_it(lab: Lab, cli: Cli, tmp_pat
     assert history[0]["id"] == report["run"]["id"]
     rows = cli.json("conform", "compare", "aws", "metal")
     differ = {r["capability"] for r in rows if not r["same"]}
-    assert differ == {"node-key-registration", "root-access", "node-key-removable"}
+    assert differ == {
+        "node-key-registration", "root-access", "node-key-removable", "ssh-admitted-by-default"
+    }  # fmt: skip
 
 
 def test_a_bad_guideline_is_one_clear_error(cli: Cli, tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ images:
   - {{id: ami-0e2c8caa4b6378d8c, name: ubuntu-24.04, os: ubuntu, version: "24.04",
      login_user: ubuntu}}
 faults: {faults}
+firewall: {{default_group: open}}   # these tests are about the lab's lifecycle
 """
 
 

@@ -52,6 +52,7 @@ class OsLab:
             "keypairs": [k.name for k in c.compute.keypairs()],
             "floating_ips": [f.floating_ip_address for f in c.network.ips()],
             "ports": [p.id for p in c.network.ports() if p.device_owner.startswith("compute:")],
+            "security_groups": [g.name for g in c.network.security_groups() if g.name != "default"],
         }
 
 

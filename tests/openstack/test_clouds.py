@@ -17,19 +17,21 @@ from tests.lab.conftest import Cli
 from tests.lab.test_allocate import password_refused
 from tests.openstack.conftest import OsLab
 
-NOTHING: dict[str, list[str]] = {"servers": [], "keypairs": [], "floating_ips": [], "ports": []}
+NOTHING: dict[str, list[str]] = {
+    "servers": [], "keypairs": [], "floating_ips": [], "ports": [], "security_groups": []
+}  # fmt: skip
 
 
 @pytest.mark.parametrize(
     ("site", "os_", "login", "fixed"),
     [
-        ("os-aws-like", "ubuntu-24.04", "ubuntu", {"root_access"}),
-        ("os-tenant", "centos-9", "centos", {"public_address", "root_access"}),
-        ("os-misnamed", "ubuntu-24.04", "ubuntu", {"selection", "root_access"}),
+        ("os-aws-like", "ubuntu-24.04", "ubuntu", {"firewall", "root_access"}),
+        ("os-tenant", "centos-9", "centos", {"public_address", "firewall", "root_access"}),
+        ("os-misnamed", "ubuntu-24.04", "ubuntu", {"selection", "firewall", "root_access"}),
         ("os-unlabelled", "ubuntu-24.04", "ubuntu",
-         {"selection", "public_address", "root_access"}),
-        ("os-logins", "rhel-9", "cloud-user", {"login", "root_access"}),
-        ("os-logins", "ubuntu-22.04", "dhc-user", {"login", "root_access"}),
+         {"selection", "public_address", "firewall", "root_access"}),
+        ("os-logins", "rhel-9", "cloud-user", {"firewall", "login", "root_access"}),
+        ("os-logins", "ubuntu-22.04", "dhc-user", {"firewall", "login", "root_access"}),
         ("os-halfdone", "ubuntu-24.04", "ubuntu", {"root_access"}),
     ],
 )  # fmt: skip

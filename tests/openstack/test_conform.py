@@ -20,7 +20,11 @@ def test_every_cloud_gets_its_ground_truth_verdicts(oslab: OsLab, oscli: Cli) ->
         assert got == truth, site
         assert report["sites"][site]["verdict"] == ("fail" if site == "os-nofloat" else "pass")
         assert oslab.leftovers(site) == {
-            "servers": [], "keypairs": [], "floating_ips": [], "ports": []
+            "servers": [], "keypairs": [], "floating_ips": [], "ports": [], "security_groups": []
         }  # fmt: skip
     tenant = report["sites"]["os-tenant"]["capabilities"]["public-address"]
     assert tenant["verdict"] == "PARTIAL" and tenant["fixups"] == ["floating IP allocated"]
+    # Neutron's default group admits only its own members: interlock opened SSH, and says so.
+    ssh = report["sites"]["os-aws-like"]["capabilities"]["ssh-admitted-by-default"]
+    assert ssh["verdict"] == "PARTIAL"
+    assert ssh["fixups"] == ["security group allowing SSH from 127.0.0.1/32 created"]

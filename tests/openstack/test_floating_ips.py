@@ -1,11 +1,12 @@
-"""Neutron floating IPs realized by the lab's fabric: associate, move, release, live."""
+"""Neutron floating IPs realized by the lab's fabric: associate, move, release, live; and
+Neutron's security groups deciding what reaches a server through one."""
 
 from __future__ import annotations
 
 import asyncssh
 import pytest
 
-from tests.lab.conftest import ssh_ready, ssh_run
+from tests.lab.conftest import answers_ssh, ssh_ready, ssh_run, wait_for
 from tests.openstack.conftest import OsLab
 
 
@@ -14,6 +15,12 @@ def test_a_floating_ip_moves_live_between_servers(oslab: OsLab) -> None:
     key = asyncssh.generate_private_key("ssh-ed25519")
     public = key.export_public_key().decode()
     c.compute.create_keypair(name="fip-test", public_key=public)
+    # SSH from the host: the project's default group admits only its own members.
+    ssh = c.network.create_security_group(name="fip-ssh", description="tests")
+    c.network.create_security_group_rule(
+        security_group_id=ssh.id, direction="ingress", ether_type="IPv4", protocol="tcp",
+        port_range_min=22, port_range_max=22, remote_ip_prefix="127.0.0.0/8",
+    )  # fmt: skip
     servers, fip = [], None
     try:
         image = c.image.find_image("ubuntu-24.04-server-cloudimg")
@@ -35,6 +42,9 @@ def test_a_floating_ip_moves_live_between_servers(oslab: OsLab) -> None:
         # Created bound to the first server's port in one call.
         fip = c.network.create_ip(floating_network_id=ext.id, port_id=ports[0].id)
         ip = fip.floating_ip_address
+        assert not answers_ssh(ip)  # the default group only
+        for port in ports:
+            c.network.update_port(port, security_group_ids=[*port.security_group_ids, ssh.id])
         ssh_ready(ip)
         assert str(ssh_run(ip, "ubuntu", key, "hostname").stdout).strip() == "fip-0"
         c.network.update_ip(fip, port_id=ports[1].id)  # re-associated: the next login lands on B
@@ -49,4 +59,6 @@ def test_a_floating_ip_moves_live_between_servers(oslab: OsLab) -> None:
             c.compute.delete_server(s)
             c.compute.wait_for_delete(s, wait=120)
         c.compute.delete_keypair("fip-test")
-    assert oslab.client.ledger("os-tenant", outstanding=True) == []
+        c.network.delete_security_group(ssh)
+    # The ML2 driver reports groups and rules as they go, a moment after the API answers.
+    wait_for("nothing outstanding", lambda: not oslab.client.ledger("os-tenant", outstanding=True))

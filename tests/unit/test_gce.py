@@ -8,6 +8,7 @@ building and operation handling all run for real.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 from pathlib import Path
 from typing import Any
@@ -538,3 +539,50 @@ def test_an_unreadable_key_file_is_an_auth_error(tmp_path: Path) -> None:
     with pytest.raises(AuthError) as e:
         gce.describe_node("web-1")
     assert str(e.value).startswith("s: ") and "missing.json" in str(e.value)
+
+
+# -- firewall rules ---------------------------------------------------------------------
+
+SOURCE = [ipaddress.IPv4Network("198.51.100.7/32")]
+
+
+def test_the_firewall_rules_aimed_at_a_node_decide_ssh(
+    gce: GceProvider, requests_mock: Mocker
+) -> None:
+    requests_mock.get(f"{ZONE}/instances/web-1", json=recorded("instance_running"))
+    requests_mock.get(f"{API}/global/firewalls", json=recorded("firewalls"))
+    wall = gce.firewall("web-1")
+    # The default network's rules apply; the custom network's and those aimed at the tag
+    # `web` (the node has no tags) do not.
+    assert set(wall.groups) == {
+        "default-allow-ssh", "default-allow-internal", "default-allow-icmp"
+    }  # fmt: skip
+    assert wall.admits(22, SOURCE)
+    assert not wall.admits(8080, SOURCE)
+    assert wall.admits(8080, [ipaddress.IPv4Network("10.132.0.5/32")])  # internal range
+
+    # A network without default-allow-ssh (a custom one): SSH is blocked.
+    rules = recorded("firewalls")
+    rules["items"] = [r for r in rules["items"] if r["name"] != "default-allow-ssh"]
+    requests_mock.get(f"{API}/global/firewalls", json=rules)
+    assert not gce.firewall("web-1").admits(22, SOURCE)
+
+
+def test_opening_ssh_adds_tagged_rules_and_the_network_tag(
+    gce: GceProvider, requests_mock: Mocker
+) -> None:
+    global_op = recorded("operation_global_done")
+    requests_mock.get(f"{ZONE}/instances/web-1", json=recorded("instance_running"))
+    requests_mock.post(f"{API}/global/firewalls", json=global_op)
+    requests_mock.post(f"{ZONE}/instances/web-1/setTags", json=recorded("operation_done"))
+    tags = {"interlock:owner": "interlock", "interlock:deployment": "web"}
+    assert gce.open_ssh("web-1", "interlock-web", SOURCE, tags) == "interlock-web"
+    inserts = [r.json() for r in requests_mock.request_history if r.path.endswith("/firewalls")]
+    ssh, internal = inserts
+    assert ssh["name"] == "interlock-web-ssh" and ssh["sourceRanges"] == ["198.51.100.7/32"]
+    assert ssh["allowed"] == [{"IPProtocol": "tcp", "ports": ["22"]}]
+    assert ssh["targetTags"] == ["interlock-web"]
+    assert internal["sourceTags"] == internal["targetTags"] == ["interlock-web"]
+    assert "interlock:deployment=web" in ssh["description"].split()
+    (set_tags,) = [r for r in requests_mock.request_history if r.path.endswith("/settags")]
+    assert set_tags.json() == {"fingerprint": "42WmSpB8rSM=", "items": ["interlock-web"]}

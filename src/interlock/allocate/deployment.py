@@ -61,11 +61,16 @@ async def bring_up(
 
 
 async def start(allocator: Allocator, record: NodeRecord) -> Awaitable[Any]:
-    """The node's workflow, started from its record, or the one already under that id
-    (DBOS starts a workflow id once); returns what to await for its end."""
-    from dbos import DBOS, SetWorkflowID
+    """The node's workflow, started from its record, or the one already under that id;
+    returns what to await for its end. One DBOS knows is followed, never started again:
+    DBOS's launch recovered it already, and a second execution beside that one would race
+    it step by step."""
+    from dbos import DBOS, SetWorkflowID, WorkflowHandleAsync
 
     assert record.workflow_id is not None
+    if await DBOS.get_workflow_status_async(record.workflow_id) is not None:
+        followed: WorkflowHandleAsync[Any] = await DBOS.retrieve_workflow_async(record.workflow_id)
+        return followed.get_result()
     traits = Traits.model_validate(record.traits)
     with SetWorkflowID(record.workflow_id):
         handle = await DBOS.start_workflow_async(
@@ -92,26 +97,50 @@ async def wait(
 
 async def down(e: Engine, deployment: str | None) -> Released:
     """Release every node of `deployment` (None: all): server, floating IPs, keys, found by
-    record and by ownership tag. A node whose release fails (after the retries every API
-    call gets) keeps its record, marked with why, for the next `down` to try again."""
+    record and by ownership tag; then each deployment's security groups on every site its
+    nodes may have tried, once none of its nodes is left. A node whose release fails (after
+    the retries every API call gets) keeps its record, marked with why, for the next `down`
+    to try again; so do a deployment's nodes while its groups could not go."""
     from interlock.ssh import keys
 
     nodes = e.store.nodes(deployment)
     if deployment is not None and not nodes:
         raise InterlockError(f"no deployment {deployment!r}", ExitCode.NOT_RUNNING)
 
-    async def release(n: NodeRecord) -> str | None:
+    async def release(n: NodeRecord) -> bool:
         if n.site:
             try:
                 await e.release(n.site, n.name)
             except Exception as err:
                 e.store.update(n.name, status="deleting", error=f"release incomplete: {err}")
-                return None
+                return False
         keys.remove(e.key_path(n.name))
-        e.store.forget(n.name)
-        return n.name
+        return True
 
-    done = await asyncio.gather(*(release(n) for n in nodes))
-    released = [name for name in done if name is not None]
-    kept = [n.name for n, name in zip(nodes, done, strict=True) if name is None]
-    return Released(released=released, kept=kept)
+    outcomes = await asyncio.gather(*map(release, nodes))
+    freed = dict(zip([n.name for n in nodes], outcomes, strict=True))
+    kept = {n.name for n in nodes if not freed[n.name]}
+    for name, members in _by_deployment(nodes).items():
+        if any(n.name in kept for n in members):
+            continue  # a node of it is still there: its groups stay with it
+        sites = sorted({s for n in members for s in (n.sites or [n.site]) if s})
+        try:
+            for site in sites:
+                await e.release_groups(site, name)
+        except Exception as err:
+            for n in members:
+                why = f"release incomplete: security group: {err}"
+                e.store.update(n.name, status="deleting", error=why)
+                kept.add(n.name)
+    for n in nodes:
+        if n.name not in kept:
+            e.store.forget(n.name)
+    released = [n.name for n in nodes if n.name not in kept]
+    return Released(released=released, kept=[n.name for n in nodes if n.name in kept])
+
+
+def _by_deployment(nodes: list[NodeRecord]) -> dict[str, list[NodeRecord]]:
+    out: dict[str, list[NodeRecord]] = {}
+    for n in nodes:
+        out.setdefault(n.deployment, []).append(n)
+    return out

@@ -21,6 +21,7 @@ from contextlib import contextmanager, suppress
 import asyncssh
 from dbos import DBOS, DBOSConfiguredInstance
 
+from interlock import firewall
 from interlock.allocate.results import Addressed, LoggedIn, Registered
 from interlock.engine import Engine, ownership, site_key_ref
 from interlock.model import STEP_LABELS, Choice, Fixup, StepName, Traits
@@ -106,7 +107,7 @@ class Allocator(DBOSConfiguredInstance):
         self, site: str, node: str, deployment: str, server: str, choice: Choice
     ) -> Addressed:
         """Step 5: the direct public address, or a floating IP where selection said one is
-        needed (or none came); verified on port 22."""
+        needed (or none came)."""
         e = self.e
         e.progress(node, "public_address")
         provider = e.provider(site)
@@ -137,8 +138,38 @@ class Allocator(DBOSConfiguredInstance):
             else:
                 await asyncio.sleep(0.2)
             e.progress(node, "public_address", public_ip=ip, public_ip_ref=ref)
-        await access.wait_for_ssh(ip, deadline)
         return Addressed(ip=ip, ref=ref, fixups=tuple(fixups))
+
+    @DBOS.step()
+    async def reachable(
+        self, site: str, node: str, deployment: str, server: str, ip: str
+    ) -> tuple[Fixup, ...]:
+        """Step 5, then (its `firewall` half): where the node's groups block SSH from the
+        operator, a group that admits it (the profile's, or the deployment's own, made with
+        its ownership tags); then SSH answers at `ip`."""
+        e = self.e
+        e.progress(node, "firewall")
+        provider = e.provider(site)
+        settings = e.sites.sites[site]
+        sources = firewall.operator_sources(settings.ssh_from, ip)
+        fixups: list[Fixup] = []
+        if not (await e.call(site, provider.firewall, server)).admits(firewall.SSH, sources):
+            named = settings.profile.security_group
+            if named is not None:
+                group = await e.call(site, provider.attach_group, server, named)
+                wall = await e.call(site, provider.firewall, server)
+                if not wall.admits(firewall.SSH, sources):  # the operator's group: checked
+                    why = f"does not admit SSH from {firewall.shown(sources)}"
+                    raise AccessError(f"security group {named} (the profile's) {why}")
+                text = f"security group {group} (the profile's) attached"
+            else:
+                name, tags = firewall.group_name(deployment), ownership(deployment)
+                await e.call(site, provider.open_ssh, server, name, sources, tags)
+                text = f"security group allowing SSH from {firewall.shown(sources)} created"
+            fixups.append(Fixup(step="firewall", text=text))
+        e.progress(node, "public_address")  # and then step 5's end: SSH answers
+        await access.wait_for_ssh(ip, e.ssh_deadline(site))
+        return tuple(fixups)
 
     @DBOS.step()
     async def login(
@@ -218,10 +249,13 @@ class Allocator(DBOSConfiguredInstance):
         return ()
 
     @DBOS.step()
-    async def rollback(self, site: str, node: str) -> None:
-        """Release what this attempt created on `site`: server, floating IP, site key."""
-        await self.e.release(site, node)
-        self.e.store.update(
+    async def rollback(self, site: str, node: str, deployment: str) -> None:
+        """Release what this attempt created on `site`: server, floating IP, site key; and
+        the deployment's security group there, if no other node of it is on the site (one
+        that comes later makes it again)."""
+        e = self.e
+        await e.release(site, node)
+        e.store.update(
             node,
             server_id=None,
             public_ip=None,
@@ -229,6 +263,13 @@ class Allocator(DBOSConfiguredInstance):
             key_ref=None,
             login_user=None,
         )
+        others = [
+            n
+            for n in e.store.nodes(deployment)
+            if n.name != node and n.site == site and n.status in ("allocating", "ready", "deleting")
+        ]
+        if not others:
+            await e.release_groups(site, deployment)
 
     @DBOS.step()
     async def finish(
@@ -267,7 +308,7 @@ class Allocator(DBOSConfiguredInstance):
                     why = f"{STEP_LABELS[step]}: {_one_line(err)}"
                     e.store.update(node, failed_step=step)
                     try:
-                        await self.rollback(site, node)
+                        await self.rollback(site, node, deployment)
                     except Exception as left:  # what stays is on record: `down` retries
                         why += f" (rollback incomplete: {_one_line(left)})"
                         attempts.append(Attempt(site=site, result="failed", why=why))
@@ -291,11 +332,12 @@ class Allocator(DBOSConfiguredInstance):
         choice = await self.select(site, node, traits)
         server = await self.request(site, node, deployment, choice, key)
         address = await self.public_address(site, node, deployment, server, choice)
+        opened = await self.reachable(site, node, deployment, server, address.ip)
         found = await self.login(site, node, address.ip, choice, key)
         before = await self.root_before(node, address.ip, found.user)
         secured = await self.secure(node, address.ip, found.user, before)
         dropped = await self.drop_node_key(site, node, address.ip, key)
-        every = (*choice.fixups, *address.fixups, *found.fixups, *secured, *dropped)
+        every = (*choice.fixups, *address.fixups, *opened, *found.fixups, *secured, *dropped)
         return tuple(dict.fromkeys(every))
 
 

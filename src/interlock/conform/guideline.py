@@ -28,7 +28,7 @@ CheckKind = Literal[
     "ssh-ready",
     "not-implemented",
 ]
-DEFAULT = "2026.11"
+DEFAULT = "2026.12"
 
 
 class Strict(BaseModel):
@@ -48,9 +48,7 @@ class Check(Strict):
         p = self.params
         if self.kind == "step":
             if p.get("step") not in STEPS:
-                raise FieldProblem(
-                    ("params", "step"), f"one of the eight steps: {', '.join(STEPS)}"
-                )
+                raise FieldProblem(("params", "step"), f"one of the steps: {', '.join(STEPS)}")
             fixups = p.get("fixups", [])
             if not (isinstance(fixups, list) and all(isinstance(f, str) for f in fixups)):
                 raise FieldProblem(("params", "fixups"), "a list of texts")

@@ -141,4 +141,6 @@ async def _release(e: Engine, deployment: str, site: str, name: str) -> dict[str
     provider = e.provider(site)
     server = await e.call(site, provider.find_node, name)
     key = await e.call(site, provider.key_exists, site_key_ref(name))
-    return {"server": server, "site_key": key}
+    groups = await e.call(site, provider.groups_of, deployment)
+    addresses = await e.call(site, provider.public_ips_of, name)
+    return {"server": server, "site_key": key, "floating_ips": addresses, "security_groups": groups}

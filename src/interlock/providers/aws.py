@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -21,6 +22,7 @@ from botocore.exceptions import (
 
 from interlock.config import AwsSite
 from interlock.errors import ExitCode, InterlockError
+from interlock.firewall import SSH, Firewall, Ingress, Protocol
 from interlock.model import Flavor, Image, Metadata, Network
 from interlock.providers.base import (
     AuthError,
@@ -52,6 +54,9 @@ TRANSIENT = {
     "Unavailable",
 }
 NODE_TAG = "interlock:node"  # the ownership tag that names the node
+DEPLOYMENT_TAG = "interlock:deployment"
+PROTOCOLS: dict[str, Protocol] = {"-1": "all", "tcp": "tcp", "6": "tcp", "udp": "udp",
+    "17": "udp", "icmp": "icmp", "1": "icmp"}  # fmt: skip
 STATES = {"pending": "pending", "running": "running", "stopping": "stopped", "stopped": "stopped"}
 
 
@@ -90,6 +95,8 @@ class AwsProvider:
             ) from None
         except BotoCoreError as e:  # no region, a region botocore cannot place, …
             raise InterlockError(f"cannot make an EC2 client: {e}", ExitCode.BAD_INPUT) from None
+        # Groups made and authorized by this process: (vpc, name, sources) -> group id.
+        self._opened: dict[tuple[str, str, tuple[ipaddress.IPv4Network, ...]], str] = {}
 
     @contextmanager
     def _mapped(self) -> Iterator[None]:
@@ -263,3 +270,151 @@ class AwsProvider:
     def delete_node(self, server_id: str) -> None:
         with suppress(NotFoundError):
             self._call(self.ec2.terminate_instances, InstanceIds=[server_id])
+
+    # -- security groups -------------------------------------------------------------
+
+    def _instance(self, server_id: str) -> dict[str, Any]:
+        out = self._call(self.ec2.describe_instances, InstanceIds=[server_id])
+        return dict(out["Reservations"][0]["Instances"][0])
+
+    @staticmethod
+    def _group_ids(inst: dict[str, Any]) -> list[str]:
+        # The primary interface's groups are the instance's (what AWS filters by).
+        nics = sorted(
+            inst.get("NetworkInterfaces", []), key=lambda n: n["Attachment"]["DeviceIndex"]
+        )
+        groups = nics[0]["Groups"] if nics else inst.get("SecurityGroups", [])
+        return [str(g["GroupId"]) for g in groups]
+
+    def firewall(self, server_id: str) -> Firewall:
+        ids = self._group_ids(self._instance(server_id))
+        if not ids:
+            return Firewall(groups=())
+        groups = self._call(self.ec2.describe_security_groups, GroupIds=ids)["SecurityGroups"]
+        rules = []
+        for g in groups:
+            for p in g.get("IpPermissions", []):
+                proto = PROTOCOLS.get(str(p["IpProtocol"]).lower())
+                if proto is None:
+                    continue
+                ports = (
+                    (int(p["FromPort"]), int(p["ToPort"]))
+                    if proto in ("tcp", "udp") and "FromPort" in p and p["FromPort"] != -1
+                    else None
+                )
+                cidrs = tuple(
+                    ipaddress.IPv4Network(r["CidrIp"], strict=False) for r in p.get("IpRanges", [])
+                )
+                if cidrs:
+                    rules.append(Ingress(protocol=proto, ports=ports, sources=cidrs))
+                if p.get("UserIdGroupPairs") or p.get("PrefixListIds"):
+                    rules.append(Ingress(protocol=proto, ports=ports, sources=None))
+        return Firewall(groups=tuple(ids), rules=tuple(rules))
+
+    def _group(self, vpc: str, name: str) -> str | None:
+        found = self._call(
+            self.ec2.describe_security_groups,
+            Filters=[
+                {"Name": "vpc-id", "Values": [vpc]},
+                {"Name": "group-name", "Values": [name]},
+            ],
+        )["SecurityGroups"]
+        return str(found[0]["GroupId"]) if found else None
+
+    def _authorize(self, group: str, permission: dict[str, Any]) -> None:
+        try:
+            self._call(
+                self.ec2.authorize_security_group_ingress,
+                GroupId=group,
+                IpPermissions=[permission],
+            )
+        except InvalidRequestError as e:
+            if "InvalidPermission.Duplicate" not in e.detail:
+                raise
+
+    def open_ssh(
+        self,
+        server_id: str,
+        name: str,
+        sources: list[ipaddress.IPv4Network],
+        tags: dict[str, str],
+    ) -> str:
+        inst = self._instance(server_id)
+        vpc = str(inst["VpcId"])
+        known = (vpc, name, tuple(sources))
+        if known in self._opened:  # made and authorized for a node before this one
+            try:
+                self._attach(inst, self._opened[known])
+                return self._opened[known]
+            except NotFoundError:  # deleted meanwhile: made again below
+                del self._opened[known]
+        group = self._group(vpc, name)
+        if group is None:
+            try:
+                group = str(
+                    self._call(
+                        self.ec2.create_security_group,
+                        GroupName=name,
+                        Description="interlock: SSH from the operator, all within the deployment",
+                        VpcId=vpc,
+                        **_tagged("security-group", tags),
+                    )["GroupId"]
+                )
+            except InvalidRequestError as e:  # made by a node beside this one meanwhile
+                found = self._group(vpc, name)
+                if "InvalidGroup.Duplicate" not in e.detail or found is None:
+                    raise
+                group = found
+        ranges = [{"CidrIp": str(s), "Description": "interlock: SSH"} for s in sources]
+        self._authorize(
+            group, {"IpProtocol": "tcp", "FromPort": SSH, "ToPort": SSH, "IpRanges": ranges}
+        )
+        self._authorize(group, {"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": group}]})
+        self._attach(inst, group)
+        self._opened[known] = group
+        return group
+
+    def _attach(self, inst: dict[str, Any], group: str) -> None:
+        held = self._group_ids(inst)
+        if group not in held:
+            self._call(
+                self.ec2.modify_instance_attribute,
+                InstanceId=inst["InstanceId"],
+                Groups=[*held, group],
+            )
+
+    def attach_group(self, server_id: str, group: str) -> str:
+        inst = self._instance(server_id)
+        ref = group if group.startswith("sg-") else self._group(str(inst["VpcId"]), group)
+        if ref is None:
+            raise InvalidRequestError(self.site, f"no security group {group!r} in the node's VPC")
+        self._attach(inst, ref)
+        return ref
+
+    def groups_of(self, deployment: str) -> list[str]:
+        found = self._call(
+            self.ec2.describe_security_groups,
+            Filters=[{"Name": f"tag:{DEPLOYMENT_TAG}", "Values": [deployment]}],
+        )["SecurityGroups"]
+        return sorted(str(g["GroupId"]) for g in found)
+
+    def delete_group(self, ref: str) -> None:
+        # A group is held until its instances are terminated (AWS: DependencyViolation).
+        held = self._call(
+            self.ec2.describe_instances,
+            Filters=[
+                {"Name": "instance.group-id", "Values": [ref]},
+                {
+                    "Name": "instance-state-name",
+                    "Values": ["pending", "running", "shutting-down", "stopping", "stopped"],
+                },
+            ],
+        )
+        ids = [i["InstanceId"] for r in held["Reservations"] for i in r["Instances"]]
+        if ids:
+            with self._mapped():
+                self.ec2.get_waiter("instance_terminated").wait(
+                    InstanceIds=ids, WaiterConfig={"Delay": 5, "MaxAttempts": 60}
+                )
+        with suppress(NotFoundError):
+            self._call(self.ec2.delete_security_group, GroupId=ref)

@@ -8,12 +8,14 @@ limits, and retries only what the taxonomy calls transient.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from interlock.errors import ExitCode, InterlockError
+from interlock.firewall import Firewall
 from interlock.model import Flavor, Image, Metadata, Network
 
 if TYPE_CHECKING:
@@ -21,6 +23,12 @@ if TYPE_CHECKING:
 
 
 USERINFO = re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^/\s@]*@", re.IGNORECASE)
+
+
+def described(tags: dict[str, str]) -> str:
+    """Ownership tags as a description, `interlock:node=web-1 …`, where a resource takes no
+    tags at creation (OpenStack's floating IPs and groups, GCE's firewall rules)."""
+    return " ".join(f"{k}={v}" for k, v in sorted(tags.items()))
 
 
 class ProviderError(InterlockError):
@@ -127,3 +135,29 @@ class Provider(Protocol):
     def release_public_ip(self, ref: str) -> None: ...
 
     def delete_node(self, server_id: str) -> None: ...
+
+    # -- firewalls: security groups, or GCE's firewall rules and network tags --------
+
+    def firewall(self, server_id: str) -> Firewall:
+        """The node's groups and their inbound rules as the API shows them (enforced
+        False where the site filters nothing)."""
+
+    def open_ssh(
+        self,
+        server_id: str,
+        name: str,
+        sources: list[ipaddress.IPv4Network],
+        tags: dict[str, str],
+    ) -> str:
+        """Make (or reuse, by name and ownership tags) the group `name`, carrying `tags`
+        from its creation, that admits SSH from `sources` and everything from its own
+        members; attach it to the node. Returns the group's id."""
+
+    def attach_group(self, server_id: str, group: str) -> str:
+        """Attach an existing group (name or id) to the node; returns its id."""
+
+    def groups_of(self, deployment: str) -> list[str]:
+        """The ids of the groups carrying deployment `deployment`'s ownership tag."""
+
+    def delete_group(self, ref: str) -> None:
+        """Delete a group (and its rules) once no node holds it; gone already is done."""

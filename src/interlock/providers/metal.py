@@ -1,14 +1,15 @@
 """Physical machines through Redfish (sushy): an inventory, atomic claims, power.
 
-A metal site has no key API and no floating IPs: a request is an atomic claim of
-a free machine that matches, a one-time network boot (a fresh install) and power
-on; release powers off and returns the machine, marked for a fresh install. Root
-on a fresh install is reached with the pool's key (the provider's bootstrap), as
-Packet did.
+A metal site has no key API, no floating IPs and no firewall API (whatever filters its
+network is outside interlock's reach): a request is an atomic claim of a free machine
+that matches, a one-time network boot (a fresh install) and power on; release powers
+off and returns the machine, marked for a fresh install. Root on a fresh install is
+reached with the pool's key (the provider's bootstrap), as Packet did.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +21,7 @@ from sushy import exceptions as sx
 from sushy.auth import BasicAuth
 
 from interlock.config import Machine, MetalSite
+from interlock.firewall import Firewall
 from interlock.model import Flavor, Image, Metadata, Network
 from interlock.providers.base import (
     AuthError,
@@ -195,3 +197,26 @@ class MetalProvider:
                 sushy.BootSource.PXE, enabled=sushy.BootSourceOverrideEnabled.ONCE
             )
         self.store.unclaim(self.site, server_id)
+
+    # -- no firewall API: nothing filtered, nothing to open ---------------------------
+
+    def firewall(self, server_id: str) -> Firewall:
+        return Firewall(enforced=False)
+
+    def open_ssh(
+        self,
+        server_id: str,
+        name: str,
+        sources: list[ipaddress.IPv4Network],
+        tags: dict[str, str],
+    ) -> str:
+        raise InvalidRequestError(self.site, "a metal site has no security groups")
+
+    def attach_group(self, server_id: str, group: str) -> str:
+        raise InvalidRequestError(self.site, "a metal site has no security groups")
+
+    def groups_of(self, deployment: str) -> list[str]:
+        return []
+
+    def delete_group(self, ref: str) -> None:
+        return None

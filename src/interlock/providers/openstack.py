@@ -13,9 +13,10 @@ here reads or keeps a password.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,6 +27,7 @@ from openstack.config import loader
 
 from interlock.config import OpenstackSite
 from interlock.errors import ExitCode, InterlockError
+from interlock.firewall import ANYWHERE, SSH, Firewall, Ingress, Protocol
 from interlock.model import Flavor, Image, Metadata, Network, NetworkRole
 from interlock.providers.base import (
     AuthError,
@@ -36,6 +38,7 @@ from interlock.providers.base import (
     QuotaError,
     ServerInfo,
     TransientError,
+    described,
 )
 from interlock.providers.normalize import DEFAULT_USERS, distro_version
 from interlock.state import Store
@@ -105,11 +108,9 @@ def one_line(err: BaseException) -> str:
 
 
 NODE_TAG = "interlock:node"
-
-
-def _described(tags: dict[str, str]) -> str:
-    """Ownership tags as a floating IP's description: `interlock:node=web-1 …`."""
-    return " ".join(f"{k}={v}" for k, v in sorted(tags.items()))
+DEPLOYMENT_TAG = "interlock:deployment"
+PROTOCOLS: dict[str | None, Protocol] = {None: "all", "tcp": "tcp", "6": "tcp", "udp": "udp",
+    "17": "udp", "icmp": "icmp", "1": "icmp"}  # fmt: skip
 
 
 class OpenstackProvider:
@@ -362,7 +363,7 @@ class OpenstackProvider:
             ip = self.conn.network.create_ip(
                 floating_network_id=self._floating_network(port.network_id),
                 port_id=port.id,
-                description=_described(tags or {}) or f"interlock: server {server_id}",
+                description=described(tags or {}) or f"interlock: server {server_id}",
             )
         return str(ip.floating_ip_address), str(ip.id)
 
@@ -384,3 +385,102 @@ class OpenstackProvider:
             self.conn.compute.delete_server(server, ignore_missing=True)
             # Gone means gone: its ports (and so any floating IP binding) go with it.
             self.conn.compute.wait_for_delete(server, interval=0.5, wait=300)
+
+    # -- security groups -------------------------------------------------------------
+
+    def _port(self, server_id: str) -> Any:
+        ports = list(self.conn.network.ports(device_id=server_id))
+        if not ports:
+            raise TransientError(self.site, f"server {server_id} has no port yet")
+        return ports[0]
+
+    def firewall(self, server_id: str) -> Firewall:
+        with self._mapped():
+            port = self._port(server_id)
+            ids = tuple(port.security_group_ids or ())
+            if port.is_port_security_enabled is False:
+                return Firewall(enforced=False, groups=ids)
+            rules = []
+            for group in ids:
+                for r in self.conn.network.security_group_rules(
+                    security_group_id=group, direction="ingress", ether_type="IPv4"
+                ):
+                    proto = PROTOCOLS.get(r.protocol.lower() if r.protocol else None)
+                    if proto is None:
+                        continue
+                    low, high = r.port_range_min, r.port_range_max
+                    ports = (int(low), int(high if high is not None else low)) if low else None
+                    sources: tuple[ipaddress.IPv4Network, ...] | None
+                    if r.remote_group_id or getattr(r, "remote_address_group_id", None):
+                        sources = None  # members of a group: never the operator
+                    elif r.remote_ip_prefix:
+                        sources = (ipaddress.IPv4Network(r.remote_ip_prefix, strict=False),)
+                    else:
+                        sources = (ANYWHERE,)
+                    rules.append(Ingress(protocol=proto, ports=ports, sources=sources))
+        return Firewall(groups=ids, rules=tuple(rules))
+
+    def _rule(self, **kw: Any) -> None:
+        with suppress(osx.ConflictException):  # there already (a repeated step)
+            self.conn.network.create_security_group_rule(
+                direction="ingress", ether_type="IPv4", **kw
+            )
+
+    def open_ssh(
+        self,
+        server_id: str,
+        name: str,
+        sources: list[ipaddress.IPv4Network],
+        tags: dict[str, str],
+    ) -> str:
+        mark = described(tags)
+        with self._mapped():
+            found = [
+                g
+                for g in self.conn.network.security_groups(name=name)
+                if (g.description or "") == mark
+            ]
+            group = (
+                found[0]
+                if found
+                else self.conn.network.create_security_group(name=name, description=mark)
+            )
+            for source in sources:
+                self._rule(
+                    security_group_id=group.id,
+                    protocol="tcp",
+                    port_range_min=SSH,
+                    port_range_max=SSH,
+                    remote_ip_prefix=str(source),
+                )
+            self._rule(security_group_id=group.id, remote_group_id=group.id)
+            self._attach(server_id, group.id)
+        return str(group.id)
+
+    def _attach(self, server_id: str, group: str) -> None:
+        port = self._port(server_id)
+        held = list(port.security_group_ids or ())
+        if group not in held:
+            self.conn.network.update_port(port, security_group_ids=[*held, group])
+
+    def attach_group(self, server_id: str, group: str) -> str:
+        with self._mapped():
+            found = self.conn.network.find_security_group(group, ignore_missing=True)
+            if found is None:
+                raise InvalidRequestError(self.site, f"no security group {group!r}")
+            self._attach(server_id, found.id)
+        return str(found.id)
+
+    def groups_of(self, deployment: str) -> list[str]:
+        mark = f"{DEPLOYMENT_TAG}={deployment}"
+        with self._mapped():
+            found = [
+                g
+                for g in self.conn.network.security_groups()
+                if mark in (g.description or "").split()
+            ]
+        return sorted(str(g.id) for g in found)
+
+    def delete_group(self, ref: str) -> None:
+        # In use (409) until the last port holding it is gone: transient, retried.
+        self._call(self.conn.network.delete_security_group, ref, ignore_missing=True)

@@ -6,6 +6,8 @@ public and elastic IPs come from the site's loopback pool and are forwarded
 into the node. Three moto behaviours are corrected to match AWS: private IPs
 come from the default subnet, an elastic IP survives stop/start, and
 re-association moves the address (the old instance gets a fresh public IP).
+Security groups are moto's: the lab's forwarder asks them (`Ec2Firewall`) about every
+new connection to a public address, so a port opens and closes as the API says.
 
 Each aws site has its own moto account id (set per request by a middleware), so
 several aws sites can share one process without sharing state.
@@ -31,6 +33,7 @@ from moto.ec2.exceptions import EC2ClientError
 from moto.ec2.models import EC2Backend
 from moto.ec2.models.amis import Ami, AmiBackend
 from moto.ec2.models.elastic_network_interfaces import NetworkInterface
+from moto.ec2.models.security_groups import SecurityGroupRule
 from moto.server import ThreadedMotoServer
 
 from interlock import config
@@ -71,6 +74,7 @@ class AwsSite:
         self.url = ""
         self._password_hash: str | None = None
         self._published: dict[ipaddress.IPv4Address, str] = {}
+        self.guard: Ec2Firewall | None = None
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -88,6 +92,14 @@ class AwsSite:
         if not self.spec.networks[0].public:
             for subnet in backend.get_default_subnets().values():
                 subnet.map_public_ip_on_launch = False
+        if self.spec.default_open:  # a cloud whose default group admits everything
+            for vpc in list(backend.vpcs):
+                group = backend.get_default_security_group(vpc)
+                everything = {"CidrIp": "0.0.0.0/0"}
+                rule = SecurityGroupRule(backend, "-1", group.id, None, None, everything)
+                rule.is_egress = False
+                group.add_ingress_rule(rule)
+        self.guard = Ec2Firewall(self) if self.spec.firewall.enforced else None
 
     def stop(self) -> None:
         if self.server is not None:
@@ -188,7 +200,7 @@ class AwsSite:
                 del self._published[ip]
         for ip, node_id in want.items():
             if ip not in self._published:
-                await rt.publish(ip, self.spec.public.ports, node_id)
+                await rt.publish(ip, self.spec.public.ports, node_id, self.guard)
                 self._published[ip] = node_id
 
     def sync(self) -> None:
@@ -208,6 +220,31 @@ class AwsSite:
 
     def started(self, changed: list[Any]) -> None:
         self.ctx.runtime.call(self._boot([inst for inst, _ in changed]))
+
+
+class Ec2Firewall:
+    """The instance's security groups as moto holds them (its primary interface's): a
+    connection is admitted where an inbound rule covers its port and source address.
+    Rules naming a group as source admit its members, never the host."""
+
+    def __init__(self, site: AwsSite) -> None:
+        self.site = site
+
+    async def admits(self, node_id: str, port: int, source: ipaddress.IPv4Address) -> bool:
+        backend = self.site.backend()
+        inst = backend.get_instance(node_id)
+        nics = sorted(inst.nics.items())
+        groups = list(nics[0][1].group_set) if nics else list(inst.security_groups)
+        return any(_covers(r, port, source) for g in groups for r in list(g.ingress_rules))
+
+
+def _covers(rule: Any, port: int, source: ipaddress.IPv4Address) -> bool:
+    if rule.ip_protocol not in ("-1", "tcp"):
+        return False
+    if rule.ip_protocol == "tcp" and not (rule.from_port <= port <= rule.to_port):
+        return False
+    cidr = (rule.ip_range or {}).get("CidrIp")
+    return bool(cidr) and source in ipaddress.IPv4Network(cidr, strict=False)
 
 
 def _openssh(material: bytes | str) -> str:
@@ -355,6 +392,46 @@ def _install_hooks() -> None:
         if site is not None and pair is not None:
             site.ctx.ledger.released(site.spec.name, "keypair", key_name)
         return pair
+
+    @_hook(EC2Backend, "create_security_group")
+    def create_group(orig: Any, self: Any, name: str, *a: Any, **kw: Any) -> Any:
+        group = orig(self, name, *a, **kw)
+        site = _site(self)
+        if site is not None and not group.is_default:
+            site.ctx.ledger.created(site.spec.name, "security-group", group.id, name)
+        return group
+
+    @_hook(EC2Backend, "delete_security_group")
+    def delete_group(orig: Any, self: Any, name: Any = None, group_id: Any = None) -> Any:
+        site = _site(self)
+        group = self.get_security_group_by_name_or_id(group_id or name)
+        rules = [r.id for r in group.ingress_rules] if group is not None else []
+        out = orig(self, name=name, group_id=group_id)
+        if site is not None and group is not None:
+            site.ctx.ledger.released(site.spec.name, "security-group", group.id)
+            for rid in rules:
+                site.ctx.ledger.released(site.spec.name, "security-group-rule", rid)
+        return out
+
+    @_hook(EC2Backend, "authorize_security_group_ingress")
+    def authorize(orig: Any, self: Any, *a: Any, **kw: Any) -> Any:
+        added, group = orig(self, *a, **kw)
+        site = _site(self)
+        if site is not None:
+            for rule in added:
+                site.ctx.ledger.created(site.spec.name, "security-group-rule", rule.id, group.id)
+        return added, group
+
+    @_hook(EC2Backend, "revoke_security_group_ingress")
+    def revoke(orig: Any, self: Any, group_name_or_id: str, *a: Any, **kw: Any) -> Any:
+        group = self.get_security_group_by_name_or_id(group_name_or_id, kw.get("vpc_id"))
+        before = {r.id for r in group.ingress_rules} if group is not None else set()
+        out = orig(self, group_name_or_id, *a, **kw)
+        site = _site(self)
+        if site is not None and group is not None:
+            for rid in before - {r.id for r in group.ingress_rules}:
+                site.ctx.ledger.released(site.spec.name, "security-group-rule", rid)
+        return out
 
     @_hook(EC2Backend, "allocate_address")
     def allocate_address(

@@ -9,13 +9,16 @@ private images with their properties, and quotas.
 
 Servers are sandbox nodes: the lab's Nova driver asks for a node at spawn (see
 `spawn`), the lab's ML2 driver reports floating IP changes (`floating_ip`), and
-the lab forwards the public address to the node at once.
+the lab forwards the public address to the node at once. Neutron's security groups
+and port security decide what reaches a node: the forwarder asks Neutron
+(`NeutronFirewall`) about every new connection to a public address.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -48,6 +51,8 @@ class OpenstackSite:
         self.servers: dict[str, str] = {}  # server id -> port id
         self.ports: dict[str, str] = {}  # port id -> server id
         self.published: dict[str, ipaddress.IPv4Address] = {}  # floating IP id -> address
+        self.groups: dict[str, set[str]] = {}  # security group id -> its rules (not default)
+        self.guard = NeutronFirewall(self) if ctx.spec.firewall.enforced else None
         self._password_hash: str | None = None
 
     # -- lifecycle ---------------------------------------------------------------
@@ -126,6 +131,20 @@ class OpenstackSite:
         self._networks(conn)
         self._flavors(conn)
         self._images(conn)
+        if self.spec.default_open:
+            self._open_default_group(conn)
+
+    def _open_default_group(self, conn: Any) -> None:
+        """A cloud whose projects' default group admits everything (listing a project's
+        groups makes Neutron create its default group)."""
+        default = next(conn.network.security_groups(project_id=self.project_id, name="default"))
+        conn.network.create_security_group_rule(
+            security_group_id=default.id,
+            direction="ingress",
+            ether_type="IPv4",
+            remote_ip_prefix="0.0.0.0/0",
+            project_id=self.project_id,
+        )
 
     def _networks(self, conn: Any) -> None:
         made: dict[str, tuple[Any, Any]] = {}
@@ -237,7 +256,7 @@ class OpenstackSite:
         self.ports[port["port_id"]] = server
         self.ctx.ledger.created(self.spec.name, "server", server, image.id)
         if spec.external:  # a provider network: its address is the node's public one
-            await rt.publish(fixed, self.spec.public.ports, server)
+            await rt.publish(fixed, self.spec.public.ports, server, self.guard)
 
     async def destroy(self, server_id: str, wipe: bool) -> None:
         await self.ctx.runtime.halt(server_id, wipe=wipe)
@@ -258,7 +277,70 @@ class OpenstackSite:
             await rt.unpublish(self.published.pop(fip))
         server = self.ports.get(port or "")
         if server is not None and server in rt.nodes:
-            await rt.publish(ip, self.spec.public.ports, server)
+            await rt.publish(ip, self.spec.public.ports, server, self.guard)
             self.published[fip] = ip
         if deleted and self.ctx.ledger.is_open(self.spec.name, "address", fip):
             self.ctx.ledger.released(self.spec.name, "address", fip)
+
+    # -- security groups (the ML2 driver's reports, for the ledger) ---------------------
+
+    def holds_group(self, group_id: str) -> bool:
+        return group_id in self.groups
+
+    def security(self, body: dict[str, Any]) -> None:
+        ledger, site = self.ctx.ledger, self.spec.name
+        rid, group, created = body["id"], body.get("group_id"), body["event"] == "created"
+        if body["kind"] == "group" and created:
+            self.groups[rid] = set()
+            ledger.created(site, "security-group", rid)
+        elif body["kind"] == "group" and not created and rid in self.groups:
+            for rule in self.groups.pop(rid):
+                ledger.released(site, "security-group-rule", rule)
+            ledger.released(site, "security-group", rid)
+        elif body["kind"] == "rule" and group in self.groups:
+            if created:
+                self.groups[group].add(rid)
+                ledger.created(site, "security-group-rule", rid, group)
+            else:
+                self.groups[group].discard(rid)
+                ledger.released(site, "security-group-rule", rid)
+
+
+class NeutronFirewall:
+    """A port's security groups as Neutron holds them, read at each new connection: admitted
+    where port security is off, or an IPv4 ingress rule covers the port and the source
+    address (rules naming a remote group admit its members, never the host)."""
+
+    def __init__(self, site: OpenstackSite) -> None:
+        self.site = site
+        self._local = threading.local()  # a connection per thread (requests' sessions)
+
+    async def admits(self, node_id: str, port: int, source: ipaddress.IPv4Address) -> bool:
+        return await asyncio.to_thread(self._admits, node_id, port, source)
+
+    def _admits(self, node_id: str, port: int, source: ipaddress.IPv4Address) -> bool:
+        port_id = self.site.servers.get(node_id)
+        if port_id is None:
+            return False
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            controller = self.site.cloud.controller
+            assert controller is not None
+            conn = self._local.conn = controller.admin()
+        found = conn.network.get_port(port_id)
+        if found.is_port_security_enabled is False:
+            return True
+        for group in found.security_group_ids or ():
+            for r in conn.network.security_group_rules(security_group_id=group):
+                if r.direction != "ingress" or r.ether_type != "IPv4":
+                    continue
+                if r.protocol not in (None, "tcp", "6"):
+                    continue
+                low, high = r.port_range_min, r.port_range_max
+                if low is not None and not low <= port <= (high if high is not None else low):
+                    continue
+                if r.remote_group_id or getattr(r, "remote_address_group_id", None):
+                    continue
+                if source in ipaddress.IPv4Network(r.remote_ip_prefix or "0.0.0.0/0"):
+                    return True
+        return False

@@ -12,12 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from interlock_lab.fabric import netns
+
+LOG = logging.getLogger(__name__)
+
+
+class Guard(Protocol):
+    """A site's firewall as its API holds it, asked once per new connection."""
+
+    async def admits(self, node_id: str, port: int, source: ipaddress.IPv4Address) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -25,6 +35,7 @@ class Target:
     node_id: str
     netns: int
     private_ip: ipaddress.IPv4Address
+    guard: Guard | None = field(default=None, compare=False)
 
 
 class _Half(asyncio.Protocol):
@@ -158,6 +169,9 @@ class Forwarder:
         assert client.transport is not None
         target = address.target
         loop = asyncio.get_running_loop()
+        if target.guard is not None and not await _admitted(target, port, client.transport):
+            _reset(client.transport)
+            return
         with netns.inside(target.netns):
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
@@ -182,6 +196,20 @@ class Forwarder:
         await upstream.closed
         address.live.discard(client)
         address.live.discard(upstream)
+
+
+async def _admitted(target: Target, port: int, transport: asyncio.Transport) -> bool:
+    assert target.guard is not None
+    peer = transport.get_extra_info("peername")
+    source = ipaddress.IPv4Address(peer[0])
+    try:
+        ok = await target.guard.admits(target.node_id, port, source)
+    except Exception:  # the API could not say: closed, as a firewall without rules is
+        LOG.exception("firewall of %s: no answer; %s:%d refused", target.node_id, source, port)
+        return False
+    if not ok:
+        LOG.info("firewall of %s: %s to port %d refused", target.node_id, source, port)
+    return ok
 
 
 def _reset(transport: asyncio.Transport) -> None:

@@ -30,6 +30,10 @@ class ProjectSite(Protocol):
 
     async def floating_ip(self, body: dict[str, Any]) -> None: ...
 
+    def security(self, body: dict[str, Any]) -> None: ...
+
+    def holds_group(self, group_id: str) -> bool: ...
+
 
 class OpenstackCloud:
     """The lab's one OpenStack, shared by its openstack sites (held by the Lab): started for
@@ -73,6 +77,11 @@ class OpenstackCloud:
 
     def site_of(self, project_id: str) -> ProjectSite | None:
         return self.sites.get(project_id)
+
+    def site_of_group(self, group_id: str | None) -> ProjectSite | None:
+        if not group_id:
+            return None
+        return next((s for s in self.sites.values() if s.holds_group(group_id)), None)
 
     def site_of_server(self, server_id: str) -> ProjectSite | None:
         return next((s for s in self.sites.values() if server_id in s.servers), None)

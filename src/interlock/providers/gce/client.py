@@ -130,6 +130,14 @@ class GceClient:
         return compute_v1.AddressesClient(**self._kw())
 
     @cached_property
+    def firewalls(self) -> compute_v1.FirewallsClient:
+        return compute_v1.FirewallsClient(**self._kw())
+
+    @cached_property
+    def global_operations(self) -> compute_v1.GlobalOperationsClient:
+        return compute_v1.GlobalOperationsClient(**self._kw())
+
+    @cached_property
     def zone_operations(self) -> compute_v1.ZoneOperationsClient:
         return compute_v1.ZoneOperationsClient(**self._kw())
 
@@ -188,7 +196,11 @@ class GceClient:
             while not op.done:
                 if time.monotonic() > deadline:
                     raise TransientError(self.site, f"operation {op.name} not done in time")
-                if op.zone:
+                if not op.zone and not op.region:
+                    op = self.global_operations.wait(
+                        project=self.project, operation=op.name, retry=None, timeout=WAIT_TIMEOUT
+                    )
+                elif op.zone:
                     op = self.zone_operations.wait(
                         project=self.project,
                         zone=last(op.zone),
@@ -226,6 +238,10 @@ class GceClient:
     def regional(self, fn: Callable[..., compute_v1.Operation], **kw: Any) -> None:
         """A change to something in the site's region, waited for until it is done."""
         self.wait(self.call(fn, project=self.project, region=self.region, **kw))
+
+    def global_(self, fn: Callable[..., compute_v1.Operation], **kw: Any) -> None:
+        """A change to something of the whole project (firewall rules), waited for."""
+        self.wait(self.call(fn, project=self.project, **kw))
 
     def instance(self, name: str) -> compute_v1.Instance:
         found: compute_v1.Instance = self.call(

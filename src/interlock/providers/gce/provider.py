@@ -16,12 +16,17 @@ What differs from the other clouds:
 - The public address is an access config (ONE_TO_ONE_NAT) on the first network
   interface: an ephemeral external IP at creation; `attach_public_ip` reserves a
   static regional address and swaps it in, `release_public_ip` undoes that.
-- Mutations return zonal or regional operations, waited for by the client plumbing
+- Firewalls are rules of the network, aimed at instances by network tag: the "group"
+  interlock opens is a pair of rules (SSH from the operator; everything between the
+  deployment's nodes) aimed at the tag `interlock-<deployment>`, which `open_ssh` adds to
+  the instance. Rules take no labels: their description carries the ownership tags.
+- Mutations return zonal, regional or global operations, waited for by the client plumbing
   (interlock.providers.gce.client), which also maps every error into the taxonomy.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from contextlib import suppress
 from pathlib import Path
@@ -31,6 +36,7 @@ from google.auth.credentials import Credentials
 from google.cloud import compute_v1
 
 from interlock.config import GceSite
+from interlock.firewall import ANYWHERE, SSH, Firewall, Ingress, Protocol
 from interlock.model import Flavor, Image, Metadata, Network
 from interlock.providers.base import (
     InvalidRequestError,
@@ -38,6 +44,7 @@ from interlock.providers.base import (
     NotFoundError,
     ProviderError,
     ServerInfo,
+    described,
 )
 from interlock.providers.gce.client import GceClient, last
 from interlock.providers.normalize import DEFAULT_USERS, distro_version
@@ -50,6 +57,8 @@ SSH_KEYS = "ssh-keys"
 KEY_LABEL = "interlock-key"
 NODE_LABEL = "interlock-node"
 NAT_NAME = "External NAT"
+PROTOCOLS: dict[str, Protocol] = {"all": "all", "tcp": "tcp", "6": "tcp", "udp": "udp",
+    "17": "udp", "icmp": "icmp", "1": "icmp"}  # fmt: skip
 ARM_PREFIXES = ("t2a", "c4a", "n4a", "a4x")  # machine series on Arm (Ampere, Axion, Grace)
 
 STATES = {
@@ -67,6 +76,17 @@ STATES = {
 def label(text: str) -> str:
     """A tag key or value as a GCE label: lower case [a-z0-9_-], at most 63 characters."""
     return re.sub(r"[^a-z0-9_-]", "-", text.lower())[:63]
+
+
+def _ports(spec: list[str]) -> list[tuple[int, int] | None]:
+    """GCE's ports ("22", "8000-8080"; none: every port)."""
+    if not spec:
+        return [None]
+    out: list[tuple[int, int] | None] = []
+    for p in spec:
+        low, _, high = p.partition("-")
+        out.append((int(low), int(high or low)))
+    return out
 
 
 def _address_name(instance: str) -> str:
@@ -350,3 +370,88 @@ class GceProvider:
     def delete_node(self, server_id: str) -> None:
         with suppress(NotFoundError):
             self.api.zonal(self.api.instances.delete_unary, instance=server_id)
+
+    # -- firewall rules and network tags -------------------------------------------------
+
+    def _rules(self) -> list[compute_v1.Firewall]:
+        return list(self.api.call(self.api.firewalls.list, project=self.api.project))
+
+    def firewall(self, server_id: str) -> Firewall:
+        inst = self.api.instance(server_id)
+        network = last(inst.network_interfaces[0].network)
+        tags = set(inst.tags.items)
+        accounts = {a.email for a in inst.service_accounts}
+        rules, names = [], []
+        # Allow rules only: a deny rule above them is not weighed (interlock adds none).
+        for r in self._rules():
+            if r.disabled or (r.direction or "INGRESS") != "INGRESS" or last(r.network) != network:
+                continue
+            aimed = list(r.target_tags) or list(r.target_service_accounts)
+            if aimed and not (
+                tags & set(r.target_tags) or accounts & set(r.target_service_accounts)
+            ):
+                continue
+            names.append(r.name)
+            sources: tuple[ipaddress.IPv4Network, ...] | None
+            ranges = [s for s in r.source_ranges if ":" not in s]
+            if ranges:
+                sources = tuple(ipaddress.IPv4Network(s, strict=False) for s in ranges)
+            elif r.source_tags or r.source_service_accounts:
+                sources = None
+            else:
+                sources = (ANYWHERE,)
+            for allowed in r.allowed:
+                proto: Protocol | None = PROTOCOLS.get(allowed.I_p_protocol.lower())
+                if proto is None:
+                    continue
+                for ports in _ports(list(allowed.ports)):
+                    rules.append(Ingress(protocol=proto, ports=ports, sources=sources))
+        return Firewall(groups=tuple(names), rules=tuple(rules))
+
+    def _insert_rule(self, rule: compute_v1.Firewall) -> None:
+        try:
+            self.api.global_(self.api.firewalls.insert_unary, firewall_resource=rule)
+        except InvalidRequestError as e:
+            if "alreadyExists" not in e.detail:  # made by a node beside this one, or before
+                raise
+
+    def open_ssh(
+        self,
+        server_id: str,
+        name: str,
+        sources: list[ipaddress.IPv4Network],
+        tags: dict[str, str],
+    ) -> str:
+        inst = self.api.instance(server_id)
+        network = inst.network_interfaces[0].network
+        mark = described(tags)
+        ssh = compute_v1.Allowed(I_p_protocol="tcp", ports=[str(SSH)])
+        self._insert_rule(compute_v1.Firewall(
+            name=f"{name}-ssh", network=network, description=mark, direction="INGRESS",
+            target_tags=[name], source_ranges=[str(s) for s in sources], allowed=[ssh],
+        ))  # fmt: skip
+        self._insert_rule(compute_v1.Firewall(
+            name=f"{name}-internal", network=network, description=mark, direction="INGRESS",
+            target_tags=[name], source_tags=[name],
+            allowed=[compute_v1.Allowed(I_p_protocol="all")],
+        ))  # fmt: skip
+        self._tag(inst, name)
+        return name
+
+    def _tag(self, inst: compute_v1.Instance, tag: str) -> None:
+        if tag in inst.tags.items:
+            return
+        tags = compute_v1.Tags(fingerprint=inst.tags.fingerprint, items=[*inst.tags.items, tag])
+        self.api.zonal(self.api.instances.set_tags_unary, instance=inst.name, tags_resource=tags)
+
+    def attach_group(self, server_id: str, group: str) -> str:
+        self._tag(self.api.instance(server_id), group)  # a network tag the rules aim at
+        return group
+
+    def groups_of(self, deployment: str) -> list[str]:
+        mark = f"interlock:deployment={deployment}"
+        return sorted(r.name for r in self._rules() if mark in (r.description or "").split())
+
+    def delete_group(self, ref: str) -> None:
+        with suppress(NotFoundError):
+            self.api.global_(self.api.firewalls.delete_unary, firewall=ref)
