@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 DEBS=(python3 python3-venv python3-dev gcc libc6-dev make openssh-server openssh-client
-      iproute2 util-linux sudo openssl procps ca-certificates
+      iproute2 util-linux sudo openssl procps ca-certificates nftables
       mariadb-server mariadb-client rabbitmq-server tini)  # the last four: the lab's OpenStack
 PY=${PYTHON:-python3}
 

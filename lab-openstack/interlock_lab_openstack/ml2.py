@@ -36,6 +36,17 @@ class LabMechanismDriver(api.MechanismDriver):
             )
             return
 
+    def update_port_postcommit(self, context: Any) -> None:
+        # A port's security groups (or port security) changed: the lab filters its network.
+        port, before = context.current, context.original or {}
+        keys = ("security_groups", "port_security_enabled")
+        if any(port.get(k) != before.get(k) for k in keys):
+            labapi.post_later(
+                "/v1/openstack/security",
+                {"kind": "port", "event": "updated", "id": port.get("id"),
+                 "project_id": port.get("project_id"), "group_id": None},
+            )  # fmt: skip
+
     def _floating_ip(self, resource: str, event: str, trigger: Any, payload: Any) -> None:
         state = payload.latest_state if payload is not None else None
         if not state:

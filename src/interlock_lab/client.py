@@ -17,7 +17,7 @@ from interlock.errors import ExitCode, InterlockError
 from interlock_lab import labdir
 from interlock_lab.sitefile import SiteFileError, SiteSpec, builtin_sites, load_site_file
 
-NEEDED_TOOLS = ("setpriv", "unshare", "ip", "/usr/sbin/sshd", "openssl")
+NEEDED_TOOLS = ("setpriv", "unshare", "ip", "nft", "/usr/sbin/sshd", "openssl")
 
 
 class LabError(InterlockError):

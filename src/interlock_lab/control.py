@@ -62,6 +62,7 @@ def make_app(lab: Lab) -> FastAPI:
         site = c.site_of(body.get("project_id") or "") or c.site_of_group(body.get("group_id"))
         if site is not None:
             site.security(body)
+            await site.filter()
         return {"status": "ok"}
 
     @app.post("/v1/down", status_code=202)

@@ -158,7 +158,15 @@ def test_private_addresses_connect_nodes_on_the_vpc(
         ssh_ready(a["PublicIpAddress"])
         wait_for("node b", lambda: any(n["id"] == b["InstanceId"] for n in lab.client.nodes()))
         probe = f"exec 3<>/dev/tcp/{b['PrivateIpAddress']}/22 && head -c 7 <&3"
-        done = ssh_run(a["PublicIpAddress"], "ubuntu", key[1], f"bash -c '{probe}'")
+        probe = f"timeout 5 bash -c '{probe}'"
+        # Their group admits the host only: node to node, the VPC's firewall holds too.
+        done = ssh_run(a["PublicIpAddress"], "ubuntu", key[1], probe)
+        assert done.exit_status != 0 and str(done.stdout) == ""
+        # A rule admitting the group's own members opens it, at once.
+        pair = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
+                "UserIdGroupPairs": [{"GroupId": key[2]}]}  # fmt: skip
+        ec2.authorize_security_group_ingress(GroupId=key[2], IpPermissions=[pair])
+        done = ssh_run(a["PublicIpAddress"], "ubuntu", key[1], probe)
         assert str(done.stdout) == "SSH-2.0"
     finally:
         ec2.terminate_instances(InstanceIds=[a["InstanceId"], b["InstanceId"]])

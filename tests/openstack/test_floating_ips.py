@@ -47,6 +47,13 @@ def test_a_floating_ip_moves_live_between_servers(oslab: OsLab) -> None:
             c.network.update_port(port, security_group_ids=[*port.security_group_ids, ssh.id])
         ssh_ready(ip)
         assert str(ssh_run(ip, "ubuntu", key, "hostname").stdout).strip() == "fip-0"
+        # Between servers, Neutron's groups hold too: the default group admits its members;
+        # B without it (SSH from the host only) is closed to A a moment later.
+        (b_ip,) = [f["ip_address"] for f in ports[1].fixed_ips]
+        probe = f"timeout 5 bash -c 'exec 3<>/dev/tcp/{b_ip}/22 && head -c 7 <&3'"
+        assert str(ssh_run(ip, "ubuntu", key, probe).stdout) == "SSH-2.0"
+        c.network.update_port(ports[1], security_group_ids=[ssh.id])
+        wait_for("B closed to A", lambda: ssh_run(ip, "ubuntu", key, probe).exit_status != 0)
         c.network.update_ip(fip, port_id=ports[1].id)  # re-associated: the next login lands on B
         assert str(ssh_run(ip, "ubuntu", key, "hostname").stdout).strip() == "fip-1"
         c.network.update_ip(fip, port_id=None)  # disassociated: nothing answers any more

@@ -61,16 +61,11 @@ async def bring_up(
 
 
 async def start(allocator: Allocator, record: NodeRecord) -> Awaitable[Any]:
-    """The node's workflow, started from its record, or the one already under that id;
-    returns what to await for its end. One DBOS knows is followed, never started again:
-    DBOS's launch recovered it already, and a second execution beside that one would race
-    it step by step."""
-    from dbos import DBOS, SetWorkflowID, WorkflowHandleAsync
+    """The node's workflow, started from its record, or the one already under that id
+    (DBOS starts a workflow id once); returns what to await for its end."""
+    from dbos import DBOS, SetWorkflowID
 
     assert record.workflow_id is not None
-    if await DBOS.get_workflow_status_async(record.workflow_id) is not None:
-        followed: WorkflowHandleAsync[Any] = await DBOS.retrieve_workflow_async(record.workflow_id)
-        return followed.get_result()
     traits = Traits.model_validate(record.traits)
     with SetWorkflowID(record.workflow_id):
         handle = await DBOS.start_workflow_async(

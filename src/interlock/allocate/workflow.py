@@ -272,6 +272,14 @@ class Allocator(DBOSConfiguredInstance):
             await e.release_groups(site, deployment)
 
     @DBOS.step()
+    async def begin(self, node: str, site: str) -> None:
+        """An attempt on `site` starts. A step, not workflow code: a workflow recovered after
+        its last step replays its code, and must not mark a finished node allocating."""
+        self.e.store.update(
+            node, site=site, status="allocating", fixups=[], error=None, failed_step=None
+        )
+
+    @DBOS.step()
     async def finish(
         self,
         node: str,
@@ -296,9 +304,7 @@ class Allocator(DBOSConfiguredInstance):
         e = self.e
         attempts: list[Attempt] = []
         for site in sites:
-            e.store.update(
-                node, site=site, status="allocating", fixups=[], error=None, failed_step=None
-            )
+            await self.begin(node, site)
             async with e.site(site).slots:
                 try:
                     fixups = await self._on_site(site, node, deployment, traits)

@@ -148,16 +148,20 @@ class MetalProvider:
                 self.site, f"no free machine of {request.flavor.id} with {request.image.id}"
             )
         try:
-            system = self._system(machine)
-            with self._mapped():
-                system.set_system_boot_options(
-                    sushy.BootSource.PXE, enabled=sushy.BootSourceOverrideEnabled.ONCE
-                )
-                system.reset_system(sushy.ResetType.ON)
+            self._boot(machine)
         except Exception:
             self.store.unclaim(self.site, machine)
             raise
         return machine
+
+    def _boot(self, machine: str) -> None:
+        """A fresh install: a one-time network boot, then power on."""
+        system = self._system(machine)
+        with self._mapped():
+            system.set_system_boot_options(
+                sushy.BootSource.PXE, enabled=sushy.BootSourceOverrideEnabled.ONCE
+            )
+            system.reset_system(sushy.ResetType.ON)
 
     def describe_node(self, server_id: str) -> ServerInfo:
         m = self.machines.get(server_id)
@@ -170,7 +174,12 @@ class MetalProvider:
         return ServerInfo(server_id, "running" if on else "stopped", m.public_ip, None)
 
     def find_node(self, name: str) -> str | None:
-        return self.store.claimed_by(self.site, name)
+        """The machine claimed for `name`. One that is still off is a request cut between
+        its claim and its power-on (a killed process): that request is finished here."""
+        machine = self.store.claimed_by(self.site, name)
+        if machine is not None and not self._powered_on(machine):
+            self._boot(machine)
+        return machine
 
     def attach_public_ip(
         self, server_id: str, tags: dict[str, str] | None = None

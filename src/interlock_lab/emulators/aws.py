@@ -41,6 +41,7 @@ from interlock_lab import labdir
 from interlock_lab.emulators.base import SiteContext, password_hash, stable_digits
 from interlock_lab.emulators.faults import FaultPicker
 from interlock_lab.fabric.ipam import AddressPool, PoolExhausted
+from interlock_lab.fabric.network import Admit
 from interlock_lab.node.rootfs import FirstBoot
 
 ERROR_XML = (
@@ -205,6 +206,38 @@ class AwsSite:
 
     def sync(self) -> None:
         self.ctx.runtime.call(self._sync_public())
+        self.sync_filters()
+
+    def sync_filters(self) -> None:
+        """Each VPC's lab network filtered as its instances' security groups say: a rule
+        from a CIDR admits it, a rule from a group admits that group's members."""
+        if not self.spec.firewall.enforced:
+            return
+        rt = self.ctx.runtime
+        running = [
+            i
+            for i in list(self.backend().all_instances())
+            if i.state == "running" and i.id in rt.nodes
+        ]
+        for key, net in list(rt.networks.items()):
+            if not key.startswith(f"{self.spec.name}/"):
+                continue
+            here = [i for i in running if f"{self.spec.name}/{i.vpc_id}" == key]
+            groups = {i.id: _groups(i) for i in here}
+            members: dict[str, list[ipaddress.IPv4Network]] = {}
+            for i in here:
+                for g in groups[i.id]:
+                    members.setdefault(g.id, []).append(
+                        ipaddress.IPv4Network(f"{i.private_ip_address}/32")
+                    )
+            admitted = {
+                ipaddress.IPv4Address(i.private_ip_address): [
+                    a for g in groups[i.id] for r in list(g.ingress_rules)
+                    if (a := _admit(r, members)) is not None
+                ]
+                for i in here
+            }  # fmt: skip
+            net.admit_only(admitted)
 
     # Reactions to moto's lifecycle calls; each gets [(instance, previous state)].
 
@@ -231,11 +264,25 @@ class Ec2Firewall:
         self.site = site
 
     async def admits(self, node_id: str, port: int, source: ipaddress.IPv4Address) -> bool:
-        backend = self.site.backend()
-        inst = backend.get_instance(node_id)
-        nics = sorted(inst.nics.items())
-        groups = list(nics[0][1].group_set) if nics else list(inst.security_groups)
+        groups = _groups(self.site.backend().get_instance(node_id))
         return any(_covers(r, port, source) for g in groups for r in list(g.ingress_rules))
+
+
+def _groups(inst: Any) -> list[Any]:
+    """An instance's security groups: its primary interface's."""
+    nics = sorted(inst.nics.items())
+    return list(nics[0][1].group_set) if nics else list(inst.security_groups)
+
+
+def _admit(rule: Any, members: dict[str, list[ipaddress.IPv4Network]]) -> Admit | None:
+    if rule.ip_protocol not in ("-1", "tcp"):
+        return None
+    ports = (rule.from_port, rule.to_port) if rule.ip_protocol == "tcp" else None
+    cidr = (rule.ip_range or {}).get("CidrIp")
+    if cidr:
+        return Admit(ports, (ipaddress.IPv4Network(cidr, strict=False),))
+    group = (rule.source_group or {}).get("GroupId")
+    return Admit(ports, tuple(members.get(group, []))) if group else None
 
 
 def _covers(rule: Any, port: int, source: ipaddress.IPv4Address) -> bool:
@@ -420,6 +467,8 @@ def _install_hooks() -> None:
         if site is not None:
             for rule in added:
                 site.ctx.ledger.created(site.spec.name, "security-group-rule", rule.id, group.id)
+            with site.lock:
+                site.sync_filters()
         return added, group
 
     @_hook(EC2Backend, "revoke_security_group_ingress")
@@ -431,6 +480,17 @@ def _install_hooks() -> None:
         if site is not None and group is not None:
             for rid in before - {r.id for r in group.ingress_rules}:
                 site.ctx.ledger.released(site.spec.name, "security-group-rule", rid)
+            with site.lock:
+                site.sync_filters()
+        return out
+
+    @_hook(EC2Backend, "modify_instance_security_groups")
+    def regroup(orig: Any, self: Any, *a: Any, **kw: Any) -> Any:
+        out = orig(self, *a, **kw)
+        site = _site(self)
+        if site is not None:
+            with site.lock:
+                site.sync_filters()
         return out
 
     @_hook(EC2Backend, "allocate_address")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import threading
 import uuid
 from pathlib import Path
@@ -28,11 +29,13 @@ import yaml
 from interlock import config
 from interlock_lab import labdir
 from interlock_lab.emulators.base import SiteContext, password_hash
+from interlock_lab.fabric.network import Admit
 from interlock_lab.node.rootfs import FirstBoot
 from interlock_lab.openstack.configs import REGION
 from interlock_lab.openstack.controller import Controller
 from interlock_lab.sitefile import ImageSpec, NetworkSpec
 
+LOG = logging.getLogger(__name__)
 IMAGE_NS = uuid.UUID("6f0c7c9e-3c1e-4d57-9a59-1f5f3c3f9a11")
 
 
@@ -53,6 +56,7 @@ class OpenstackSite:
         self.published: dict[str, ipaddress.IPv4Address] = {}  # floating IP id -> address
         self.groups: dict[str, set[str]] = {}  # security group id -> its rules (not default)
         self.guard = NeutronFirewall(self) if ctx.spec.firewall.enforced else None
+        self._filtering: asyncio.Lock | None = None
         self._password_hash: str | None = None
 
     # -- lifecycle ---------------------------------------------------------------
@@ -257,6 +261,7 @@ class OpenstackSite:
         self.ctx.ledger.created(self.spec.name, "server", server, image.id)
         if spec.external:  # a provider network: its address is the node's public one
             await rt.publish(fixed, self.spec.public.ports, server, self.guard)
+        await self.filter()
 
     async def destroy(self, server_id: str, wipe: bool) -> None:
         await self.ctx.runtime.halt(server_id, wipe=wipe)
@@ -265,6 +270,7 @@ class OpenstackSite:
             self.ports.pop(port or "", None)
             if self.ctx.ledger.is_open(self.spec.name, "server", server_id):
                 self.ctx.ledger.released(self.spec.name, "server", server_id)
+        await self.filter()
 
     async def floating_ip(self, body: dict[str, Any]) -> None:
         rt = self.ctx.runtime
@@ -290,6 +296,8 @@ class OpenstackSite:
     def security(self, body: dict[str, Any]) -> None:
         ledger, site = self.ctx.ledger, self.spec.name
         rid, group, created = body["id"], body.get("group_id"), body["event"] == "created"
+        if body["kind"] == "port":
+            return  # nothing of the ledger's; the filters follow (see `filter`)
         if body["kind"] == "group" and created:
             self.groups[rid] = set()
             ledger.created(site, "security-group", rid)
@@ -305,6 +313,32 @@ class OpenstackSite:
                 self.groups[group].discard(rid)
                 ledger.released(site, "security-group-rule", rid)
 
+    # -- security groups between nodes ------------------------------------------------
+
+    async def filter(self) -> None:
+        """Each of the site's lab networks filtered as Neutron's security groups say (a rule
+        from a prefix admits it, a rule from a group admits its members' addresses)."""
+        if self.guard is None:
+            return
+        if self._filtering is None:
+            self._filtering = asyncio.Lock()
+        async with self._filtering:  # computed and applied in turn: the last one is current
+            try:
+                admitted = await asyncio.to_thread(self.guard.between_nodes)
+            except Exception:  # Neutron could not say: the filters stay as they were
+                LOG.exception("%s: security groups between nodes not read", self.spec.name)
+                return
+            rt = self.ctx.runtime
+            for network_id in self.networks:
+                net = rt.networks.get(f"{self.spec.name}/{network_id}")
+                if net is not None:
+                    await asyncio.to_thread(net.admit_only, admitted.get(network_id, {}))
+
+    def lab_address(self, network_id: str, fixed: str) -> ipaddress.IPv4Address:
+        """Where a port's fixed address lives in the lab (external networks are moved)."""
+        spec, inner = self.networks[network_id]
+        return inner[int(ipaddress.IPv4Address(fixed)) - int(spec.cidr.network_address)]
+
 
 class NeutronFirewall:
     """A port's security groups as Neutron holds them, read at each new connection: admitted
@@ -318,15 +352,57 @@ class NeutronFirewall:
     async def admits(self, node_id: str, port: int, source: ipaddress.IPv4Address) -> bool:
         return await asyncio.to_thread(self._admits, node_id, port, source)
 
-    def _admits(self, node_id: str, port: int, source: ipaddress.IPv4Address) -> bool:
-        port_id = self.site.servers.get(node_id)
-        if port_id is None:
-            return False
+    def _conn(self) -> Any:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             controller = self.site.cloud.controller
             assert controller is not None
             conn = self._local.conn = controller.admin()
+        return conn
+
+    def between_nodes(self) -> dict[str, dict[ipaddress.IPv4Address, list[Admit]]]:
+        """network id -> the lab address of each server port there -> what it admits."""
+        conn, site = self._conn(), self.site
+        ports = [p for p in conn.network.ports(project_id=site.project_id) if p.id in site.ports]
+        members: dict[str, list[ipaddress.IPv4Network]] = {}
+        where: dict[str, tuple[str, ipaddress.IPv4Address]] = {}
+        for p in ports:
+            fixed = next((f["ip_address"] for f in p.fixed_ips if ":" not in f["ip_address"]), None)
+            if fixed is None or p.network_id not in site.networks:
+                continue
+            where[p.id] = (p.network_id, site.lab_address(p.network_id, fixed))
+            for g in p.security_group_ids or ():
+                members.setdefault(g, []).append(ipaddress.IPv4Network(where[p.id][1]))
+        out: dict[str, dict[ipaddress.IPv4Address, list[Admit]]] = {}
+        rules: dict[str, list[Any]] = {}
+        for p in ports:
+            if p.id not in where or p.is_port_security_enabled is False:
+                continue
+            network, address = where[p.id]
+            admits = []
+            for g in p.security_group_ids or ():
+                if g not in rules:
+                    rules[g] = list(conn.network.security_group_rules(security_group_id=g))
+                for r in rules[g]:
+                    if r.direction != "ingress" or r.ether_type != "IPv4":
+                        continue
+                    if r.protocol not in (None, "tcp", "6"):
+                        continue
+                    low, high = r.port_range_min, r.port_range_max
+                    ports_ = (low, high if high is not None else low) if low is not None else None
+                    if r.remote_group_id:
+                        sources = tuple(members.get(r.remote_group_id, []))
+                    else:
+                        sources = (ipaddress.IPv4Network(r.remote_ip_prefix or "0.0.0.0/0"),)
+                    admits.append(Admit(ports_, sources))
+            out.setdefault(network, {})[address] = admits
+        return out
+
+    def _admits(self, node_id: str, port: int, source: ipaddress.IPv4Address) -> bool:
+        port_id = self.site.servers.get(node_id)
+        if port_id is None:
+            return False
+        conn = self._conn()
         found = conn.network.get_port(port_id)
         if found.is_port_security_enabled is False:
             return True

@@ -6,6 +6,9 @@ with a veth pair: one end on the bridge, the other as `eth0` in the node's
 namespace holding its private address. Nothing is added to the host namespace,
 so the host cannot reach private addresses; the host's routes, sysctls and
 interfaces are never touched.
+
+Security groups between nodes are an nftables table of the bridge family in the
+segment's namespace (`admit_only`), replaced whole, atomically, at each change.
 """
 
 from __future__ import annotations
@@ -24,6 +27,14 @@ from interlock_lab.node.sandbox import Sandbox
 
 class NetworkError(RuntimeError):
     pass
+
+
+@dataclass(frozen=True)
+class Admit:
+    """What may open a TCP connection to a node: from `sources`, to `ports` (None: any)."""
+
+    ports: tuple[int, int] | None
+    sources: tuple[ipaddress.IPv4Network, ...]
 
 
 def ip_batch(ns_fd: int, commands: list[str]) -> None:
@@ -97,6 +108,44 @@ class LabNetwork:
                 "link set eth0 up",
             ],
         )
+
+    def admit_only(self, admitted: dict[ipaddress.IPv4Address, list[Admit]]) -> None:
+        """A TCP connection to an address of `admitted` opens only where one of its entries
+        covers the port and the source; other addresses are open. The bridge is filtered
+        statelessly (the kernel has no connection tracking for bridges here): a
+        connection's first segment (SYN without ACK) is judged, and what follows an
+        admitted one passes. UDP and ICMP pass."""
+        rules = []
+        for address in sorted(admitted):
+            for a in admitted[address]:
+                if not a.sources:
+                    continue
+                ports = (
+                    "meta l4proto tcp"
+                    if a.ports is None
+                    else f"tcp dport {a.ports[0]}-{a.ports[1]}"
+                )
+                sources = ", ".join(str(s) for s in a.sources)
+                rules.append(f"ip daddr {address} {ports} ip saddr {{ {sources} }} accept")
+            rules.append(f"ip daddr {address} tcp flags & (syn | ack) == syn drop")
+        table = "\n".join(
+            [
+                "table bridge interlock {}",
+                "flush table bridge interlock",
+                "table bridge interlock {",
+                "  chain forward {",
+                "    type filter hook forward priority 0; policy accept;",
+                *(f"    {r}" for r in rules),
+                "  }",
+                "}",
+            ]
+        )
+        with netns.inside(self.fd):
+            done = subprocess.run(
+                ["nft", "-f", "-"], input=table + "\n", capture_output=True, text=True
+            )
+        if done.returncode != 0:
+            raise NetworkError(f"nft failed: {done.stderr.strip()}")
 
     def close(self) -> None:
         if self.holder.poll() is None:
