@@ -26,8 +26,9 @@ from interlock.conform import guideline
 from interlock.errors import ExitCode, InterlockError
 from interlock.ssh import keys
 from interlock_lab.sitefile import builtin_sites, load_site_file
+from tests.unit.planted import CANARY, leaked, pasted_private_key
 
-CANARY = "CANARY-s3cr3t-7f3a9c"
+PASTED_KEY = pasted_private_key()  # made at run time, never committed
 # Examples per loader (the command line gets two thirds); more: INTERLOCK_FUZZ_EXAMPLES=3000.
 EXAMPLES = int(os.environ.get("INTERLOCK_FUZZ_EXAMPLES", "300"))
 
@@ -39,7 +40,7 @@ scalars = st.one_of(
     st.text(max_size=30),
     st.just(CANARY),
     st.just(f"http://admin:{CANARY}@bmc.example/redfish/v1"),
-    st.just(f"-----BEGIN OPENSSH PRIVATE KEY-----\n{CANARY}\n-----END OPENSSH PRIVATE KEY-----"),
+    st.just(PASTED_KEY),
     st.just("/dev/zero"),
     st.just("/etc"),
     st.just("[/x]"),
@@ -115,7 +116,7 @@ def check(path: Path, load: Callable[[Path], object]) -> None:
         message = str(e)
         assert e.code == ExitCode.BAD_INPUT, message
         assert "\n" not in message and message.startswith(str(path)), message
-        assert CANARY not in message, message
+        assert not leaked(message, PASTED_KEY), message
 
 
 def write(path: Path, doc: object) -> Path:

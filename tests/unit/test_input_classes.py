@@ -20,16 +20,15 @@ from interlock.errors import ExitCode, InterlockError
 from interlock.providers.base import TransientError
 from interlock.ssh import keys
 from interlock_lab.sitefile import builtin_sites, load_site_file
+from tests.unit.planted import CANARY, leaked, pasted_private_key
 
-CANARY = "CANARY-s3cr3t-7f3a9c"
 
-
-def bad(load: Any, path: Path, *expected: str) -> str:
+def bad(load: Any, path: Path, *expected: str, secrets: tuple[str, ...] = ()) -> str:
     with pytest.raises(InterlockError) as e:
         load(path)
     message = str(e.value)
     assert e.value.code == ExitCode.BAD_INPUT
-    assert "\n" not in message and message.startswith(str(path)) and CANARY not in message
+    assert "\n" not in message and message.startswith(str(path)) and not leaked(message, *secrets)
     for words in expected:
         assert re.search(words, message), (words, message)
     return message
@@ -75,7 +74,7 @@ def test_wrong_places_and_kinds_of_files(tmp_path: Path) -> None:
     subprocess.run(lock, check=True, capture_output=True)  # now it has a passphrase
     public = tmp_path / "key.pub"
     public.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG x\n")
-    inline = f"-----BEGIN OPENSSH PRIVATE KEY-----\n{CANARY}\n-----END OPENSSH PRIVATE KEY-----"
+    inline = pasted_private_key()  # pasted where its path belongs
     cases = {
         str(tmp_path / "missing"): "no such file",
         str(tmp_path): "not a regular file",
@@ -89,7 +88,7 @@ def test_wrong_places_and_kinds_of_files(tmp_path: Path) -> None:
         path = tmp_path / "sites.yaml"
         doc = {"sites": {"a": {"provider": "aws"}}, "platform_keys": [given]}
         path.write_text(yaml.safe_dump(doc))
-        bad(config.load_sites, path, r"field 'platform_keys\[0\]'", problem)
+        bad(config.load_sites, path, r"field 'platform_keys\[0\]'", problem, secrets=(inline,))
     fifo = str(tmp_path / "fifo")
     for field in ("aws_config_file", "aws_credentials_file"):
         bad(config.load_sites, sites(tmp_path, **{field: fifo}), field, "not a regular file")
