@@ -51,6 +51,8 @@ def _file(path: Path) -> Path:
 
 def _private_key(path: Path) -> Path:
     """A private key interlock can use unattended: an unencrypted key in a file."""
+    if "PRIVATE KEY-----" in str(path):  # pasted where its path belongs
+        raise ValueError("a private key's text, not the path of its file")
     path = _file(path)
     if path.stat().st_size > 64 * 1024:
         raise ValueError("larger than a private key file")

@@ -82,7 +82,7 @@ def test_wrong_places_and_kinds_of_files(tmp_path: Path) -> None:
         "/dev/zero": "not a regular file",
         str(public): "not a private key",
         str(tmp_path / "locked"): "passphrase",
-        inline: "no such file",
+        inline: "a private key's text, not the path of its file",
     }
     for given, problem in cases.items():
         path = tmp_path / "sites.yaml"
