@@ -10,6 +10,9 @@ Layout (all created by the lab, all removed by `interlock lab down`):
     nodes/       one directory per node (its disk: overlay upper dir)
     sites/       per-site secrets (mode 0600) and emulator state
     openstack/   the lab's OpenStack (openstack sites only): configs, databases, logs
+Outside it: the cgroup2 directories of the lab's systemd nodes,
+/sys/fs/cgroup/unified/interlock-lab-<hash of the lab dir>/<node> (node/cgroups.py);
+a dead lab's are removed with its other leftovers.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from interlock_lab.node import cgroups
 
 PID = "lab.pid"
 STATE = "state.json"
@@ -142,21 +147,34 @@ def wait_gone(pids: Iterable[int], timeout: float) -> list[int]:
 
 
 def leftover_processes(root: Path) -> list[int]:
-    """Processes started by a lab in `root` (found by the mark in their environment)."""
+    """Processes started by a lab in `root`: found by the mark in their environment, or
+    in the cgroups of its systemd nodes (systemd starts everything with a clean one)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and int(entry.name) != os.getpid() and alive(int(entry.name), root):
             pids.append(int(entry.name))
+    lab = cgroups.lab_cgroup(root)
+    if lab is not None:
+        pids += [p for p in cgroups.processes(lab) if p not in pids]
     return pids
 
 
+def leftover_cgroups(root: Path) -> list[Path]:
+    """The cgroup directories of the lab in `root` (its systemd nodes'), deepest first."""
+    lab = cgroups.lab_cgroup(root)
+    return cgroups.tree(lab) if lab is not None else []
+
+
 def clean_leftovers(root: Path) -> list[int]:
-    """End what a crashed lab in `root` left running and remove its files."""
+    """End what a crashed lab in `root` left running and remove its files and cgroups."""
     pids = leftover_processes(root)
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     wait_gone(pids, timeout=10)
+    lab = cgroups.lab_cgroup(root)
+    if lab is not None:
+        cgroups.remove(lab)
     remove_lab_files(root, keep_log=True)
     return pids
 

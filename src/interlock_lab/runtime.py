@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from interlock_lab.fabric.forward import Forwarder, Guard, Target
 from interlock_lab.fabric.network import LabNetwork
-from interlock_lab.node import sandbox
+from interlock_lab.node import cgroups, sandbox
 from interlock_lab.node.initbin import init_binary
 from interlock_lab.node.rootfs import FirstBoot
 
@@ -39,6 +39,8 @@ class Runtime:
         self.run_dir = run_dir
         self.loop = loop
         self.init = init_binary(run_dir / "bin")
+        # systemd nodes' cgroup directories go here (made with the first one).
+        self.cgroup = cgroups.lab_cgroup(run_dir)
         self.nodes: dict[str, Node] = {}
         self.networks: dict[str, LabNetwork] = {}
         self.forwarder = Forwarder()
@@ -73,7 +75,9 @@ class Runtime:
             return self.nodes[node_id]
         network.pool.take(private_ip)
         try:
-            box = await sandbox.start(self.init, self.node_dir(node_id), node_id, first_boot)
+            box = await sandbox.start(
+                self.init, self.node_dir(node_id), node_id, first_boot, self.cgroup
+            )
         except Exception:
             network.pool.give_back(private_ip)
             raise
@@ -119,6 +123,8 @@ class Runtime:
         for net in self.networks.values():
             net.close()
         self.networks.clear()
+        if self.cgroup is not None:
+            await asyncio.to_thread(cgroups.remove, self.cgroup)
         await asyncio.to_thread(_remove, self.run_dir / "nodes")
 
 

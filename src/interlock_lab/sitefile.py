@@ -31,6 +31,7 @@ METAL_FIRST_HOST = 10  # metal machines' fixed addresses start at this host inde
 Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,30}$")]
 Seconds = Annotated[float, Field(ge=0, le=600)]
 StepVerdict = Literal["works", "fixup", "fails"]
+Init = Literal["minimal", "systemd"]
 
 
 class SiteFileError(InterlockError):
@@ -56,6 +57,9 @@ class Behaviour(Strict):
     post_provisioning: Literal["complete", "incomplete"] = "complete"
     # password: the login user's sudo asks for a password (root cannot be reached by key).
     sudo: Literal["nopasswd", "password"] = "nopasswd"
+    # minimal: the lab's tiny init supervises sshd (fast, ~9 MiB a node); systemd:
+    # /lib/systemd/systemd is PID 1, as on a cloud VM (systemctl, units, Docker).
+    init: Init = "minimal"
 
 
 class BehaviourOverrides(Strict):
@@ -66,6 +70,7 @@ class BehaviourOverrides(Strict):
     key_delay: Seconds | None = None
     post_provisioning: Literal["complete", "incomplete"] | None = None
     sudo: Literal["nopasswd", "password"] | None = None
+    init: Init | None = None
 
 
 class ImageSpec(BehaviourOverrides):

@@ -7,6 +7,13 @@ cloud-init's redirect, sshd's settings, host keys, hostname. What must happen
 *after* sshd answers (a late key, boot-finished) goes into a first-boot script
 that the node's init runs once sshd is started.
 
+A node whose image boots systemd gets the same files, plus units in its upper dir:
+the first-boot script as a oneshot ordered after ssh.service, the boot delay as a
+oneshot ssh.service waits for, a machine id, masks for host services a fresh cloud
+VM does not run, Docker and containerd installed but not enabled (their host
+enablement links whited out), and tmpfs mounts for /var/lib/docker and
+/var/lib/containerd (overlay2 cannot sit on the node's overlay root).
+
 Host isolation: directories that would show the host's secrets or accounts
 (/root, /home, /etc/ssh, the lab's own state) are made opaque in the upper dir,
 so the node sees fresh, empty ones and everything it writes stays in its upper.
@@ -16,6 +23,8 @@ from __future__ import annotations
 
 import os
 import shlex
+import stat
+import uuid
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -26,6 +35,18 @@ from interlock_lab.sitefile import Behaviour
 FIRSTBOOT = "/var/lib/interlock-lab/firstboot"
 BOOT_FINISHED = "/var/lib/cloud/instance/boot-finished"
 HIDDEN = ("/root", "/home", "/etc/ssh", "/etc/sudoers.d", "/var/lib/cloud", "/var/log")
+UNITS = "/etc/systemd/system"
+# Enabled on the lab's host (its OpenStack, packages' defaults) but no part of a fresh
+# cloud VM, or meaningless in a node (gettys: the node has no terminals).
+MASKED = (
+    "mariadb.service", "mysql.service", "postgresql.service", "rabbitmq-server.service",
+    "epmd.service", "epmd.socket", "avahi-daemon.service", "avahi-daemon.socket",
+    "e2scrub_reap.service", "getty.target", "getty@tty1.service", "console-getty.service",
+)  # fmt: skip
+# Installed, but a fresh VM has them off: a role's `systemctl enable --now docker` turns
+# them on. Their enablement links on the host are whited out in the node.
+NOT_ENABLED = ("docker.service", "docker.socket", "containerd.service")
+TMPFS_DIRS = ("/var/lib/docker", "/var/lib/containerd")
 
 SSHD_CONFIG = """\
 # Written by the interlock lab, like a cloud image's stock sshd_config.
@@ -194,6 +215,76 @@ def prepare(upper: Path, boot: FirstBoot) -> None:
     if b.post_provisioning == "complete":
         script += [f"mkdir -p {Path(BOOT_FINISHED).parent}", f"date +%s > {BOOT_FINISHED}"]
     _write(upper, FIRSTBOOT, "\n".join(script) + "\n", 0o700)
+    if b.init == "systemd":
+        _systemd(upper, b.boot_delay)
+
+
+def _enable(upper: Path, unit: str, target: str, source: str | None = None) -> None:
+    link = upper / UNITS.lstrip("/") / f"{target}.wants" / unit
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(source or f"{UNITS}/{unit}")
+
+
+def _whiteout(upper: Path, path: str) -> None:
+    """Hide a host file in the node (an overlay whiteout: a 0/0 character device)."""
+    target = upper / path.lstrip("/")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.exists() and not target.is_symlink():
+        os.mknod(target, stat.S_IFCHR | 0o000, os.makedev(0, 0))
+
+
+def _systemd(upper: Path, boot_delay: float) -> None:
+    """The units that make a systemd node boot as the first-boot state says."""
+    _write(upper, "/etc/machine-id", uuid.uuid4().hex + "\n", 0o444)
+    units = upper / UNITS.lstrip("/")
+    units.mkdir(parents=True, exist_ok=True)
+    for unit in MASKED:
+        (units / unit).symlink_to("/dev/null")
+    for wants in Path(UNITS).glob("*.wants"):
+        for unit in NOT_ENABLED:
+            if (wants / unit).is_symlink():
+                _whiteout(upper, str(wants / unit))
+    for where in TMPFS_DIRS:
+        name = where.strip("/").replace("/", "-") + ".mount"
+        _write(
+            upper,
+            f"{UNITS}/{name}",
+            "[Unit]\n"
+            "Description=interlock lab: tmpfs on %f (overlay2 cannot sit on an overlay root)\n"
+            "[Mount]\n"
+            f"What=tmpfs\nWhere={where}\nType=tmpfs\nOptions=mode=0710\n"
+            "[Install]\nWantedBy=local-fs.target\n",
+        )
+        _enable(upper, name, "local-fs.target")
+    # sshd is Debian's ssh.service on the sshd_config written above. Restart=always:
+    # a node is reached only over SSH, so sshd comes back however it ended (as the
+    # minimal init does); `systemctl stop ssh` still stops it.
+    ssh = "[Unit]\n"
+    if boot_delay > 0:
+        ssh += "Wants=interlock-boot-delay.service\nAfter=interlock-boot-delay.service\n"
+        _write(
+            upper,
+            f"{UNITS}/interlock-boot-delay.service",
+            "[Unit]\nDescription=interlock lab: the image's boot delay, before sshd\n"
+            "[Service]\nType=oneshot\nRemainAfterExit=yes\n"
+            f"ExecStart=/bin/sleep {boot_delay:g}\n",
+        )
+    ssh += "[Service]\nRestart=always\n"
+    _write(upper, f"{UNITS}/ssh.service.d/interlock-lab.conf", ssh)
+    _enable(upper, "ssh.service", "multi-user.target", "/lib/systemd/system/ssh.service")
+    _write(
+        upper,
+        f"{UNITS}/interlock-firstboot.service",
+        "[Unit]\nDescription=interlock lab: first boot, once sshd answers (as cloud-init)\n"
+        "After=ssh.service\n"
+        "[Service]\nType=oneshot\n"
+        f"ExecStart=/bin/sh {FIRSTBOOT}\n"
+        "StandardOutput=append:/var/log/firstboot.log\nStandardError=inherit\n"
+        "[Install]\nWantedBy=multi-user.target\n",
+    )
+    _enable(upper, "interlock-firstboot.service", "multi-user.target")
 
 
 def _ssh_dir(upper: Path, who: Account) -> None:

@@ -7,6 +7,11 @@ unshare gets SIGKILL, its child (PID 1 of the node) gets SIGKILL, and with PID 1
 go every process, mount and the network namespace. Nothing is left but files.
 Spawn nodes from a long-lived thread: PR_SET_PDEATHSIG fires when the *thread*
 that forked the child ends.
+
+A node whose image boots systemd runs `labinit --systemd`, which joins the node's
+own cgroup2 directory (made here, under the lab's, see cgroups.py), takes a cgroup
+namespace and execs systemd as PID 1; the chain above is the same, so it dies with
+the lab just as well. Stopping it also removes its cgroup directories.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from interlock_lab.fabric import netns
+from interlock_lab.node import cgroups
 from interlock_lab.node.rootfs import FirstBoot, prepare
 
 READY_TIMEOUT = 15.0
@@ -36,6 +42,7 @@ class Sandbox:
     dir: Path
     proc: subprocess.Popen[bytes]
     netns: int
+    cgroup: Path | None = None  # systemd nodes: the node's own cgroup2 directory
 
     @property
     def pid(self) -> int:
@@ -67,6 +74,8 @@ class Sandbox:
                 self.proc.wait()
         else:
             self.proc.wait()
+        if self.cgroup is not None:
+            cgroups.remove(self.cgroup)
         if self.netns >= 0:
             os.close(self.netns)
             self.netns = -1
@@ -75,8 +84,11 @@ class Sandbox:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-async def start(init: Path, node_dir: Path, node_id: str, boot: FirstBoot) -> Sandbox:
-    """Boot a node from `node_dir` (reusing its disk if it has one)."""
+async def start(
+    init: Path, node_dir: Path, node_id: str, boot: FirstBoot, cgroup_parent: Path | None = None
+) -> Sandbox:
+    """Boot a node from `node_dir` (reusing its disk if it has one). A systemd node's
+    cgroup directory is made in `cgroup_parent` (the lab's)."""
     upper = node_dir / "upper"
     if not upper.exists():
         for d in ("upper.new", "work", "merged"):
@@ -87,6 +99,14 @@ async def start(init: Path, node_dir: Path, node_id: str, boot: FirstBoot) -> Sa
         shutil.rmtree(node_dir / "work", ignore_errors=True)
         (node_dir / "work").mkdir()
     delay_ms = int(boot.behaviour.boot_delay * 1000)
+    cgroup: Path | None = None
+    if boot.behaviour.init == "systemd":
+        if cgroup_parent is None:
+            raise NodeStartError(f"node {node_id}: a systemd node needs a cgroup2 hierarchy")
+        cgroup = cgroups.make(cgroup_parent / node_id)
+        args = ["--systemd", str(node_dir), boot.hostname, str(cgroup)]
+    else:
+        args = [str(node_dir), boot.hostname, str(delay_ms)]
     r, w = os.pipe()
     try:
         with open(node_dir / "console.log", "ab") as console:
@@ -95,7 +115,7 @@ async def start(init: Path, node_dir: Path, node_id: str, boot: FirstBoot) -> Sa
                     "setpriv", "--pdeathsig", "KILL", "--",
                     "unshare", "--mount", "--uts", "--pid", "--net", "--fork",
                     "--kill-child=SIGKILL",
-                    str(init), str(node_dir), boot.hostname, str(delay_ms), str(w),
+                    str(init), *args, str(w),
                 ],
                 pass_fds=(w,),
                 stdin=subprocess.DEVNULL,
@@ -110,7 +130,7 @@ async def start(init: Path, node_dir: Path, node_id: str, boot: FirstBoot) -> Sa
         answer = "no answer from the node's init"
     finally:
         os.close(r)
-    sandbox = Sandbox(node_id, node_dir, proc, -1)
+    sandbox = Sandbox(node_id, node_dir, proc, -1, cgroup)
     if answer != "ok":
         sandbox.stop()
         raise NodeStartError(f"node {node_id} did not start: {answer or 'init exited'}")
