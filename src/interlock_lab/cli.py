@@ -11,11 +11,14 @@ import typer
 from interlock.cli import render
 
 app = typer.Typer(
-    help="The lab: emulated clouds (EC2, OpenStack, Redfish metal) backed by real sandbox nodes.",
+    help="The lab: emulated clouds (EC2, OpenStack, Redfish metal) backed by real sandbox nodes. "
+    "Images marked `init: systemd` boot systemd as PID 1, with Docker installed but not "
+    "enabled; `interlock lab image` writes a container image to `docker load` on them.",
     no_args_is_help=True,
 )
 out = render.console()
 
+DEFAULT_ARCHIVE = Path("interlock-lab-busybox.tar")
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
@@ -66,6 +69,33 @@ def down(as_json: JsonOpt = False) -> None:
         if n == 0
         else f"lab stopped; {n} resource(s) were still outstanding and went with it"
     )
+
+
+@app.command()
+def image(
+    out_path: Annotated[Path, typer.Option("--out", help="Where to write the archive.")] = (
+        DEFAULT_ARCHIVE
+    ),
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a `docker load`-able archive of interlock-lab/busybox:1 (no registry needed).
+
+    The image is Debian's static busybox (install busybox-static): /bin/busybox, /bin/sh
+    linked to it, and by default `busybox httpd` serving /www on port 80 (a static
+    index page; /cgi-bin/hostname answers with the container's hostname). On a lab node
+    that boots systemd:
+    `systemctl enable --now docker; docker load -i interlock-lab-busybox.tar;
+    docker run -d -p 80:80 interlock-lab/busybox:1`.
+    Built in Python (docker save format), without dockerd; the same bytes every run."""
+    from interlock_lab.image import write_archive
+
+    made = write_archive(out_path.absolute())
+    if as_json:
+        print(json.dumps({"path": str(made.path), "tag": made.tag, "image_id": made.image_id,
+                          "diff_id": made.diff_id, "bytes": made.bytes}, indent=2))  # fmt: skip
+        return
+    render.lines(out, [f"wrote {made.tag} to {made.path} ({made.bytes} bytes); "
+                       f"load it with: docker load -i {made.path}"])  # fmt: skip
 
 
 def _show(state: dict[str, Any], as_json: bool) -> None:
