@@ -8,7 +8,8 @@ cd "$(dirname "$0")"
 
 DEBS=(python3 python3-venv python3-dev gcc libc6-dev make openssh-server openssh-client
       iproute2 util-linux sudo openssl procps ca-certificates nftables
-      mariadb-server mariadb-client rabbitmq-server tini)  # the last four: the lab's OpenStack
+      mariadb-server mariadb-client rabbitmq-server tini  # these four: the lab's OpenStack
+      systemd dbus docker.io busybox-static)  # nodes that boot systemd; Docker in them
 PY=${PYTHON:-python3}
 
 need=()
@@ -18,8 +19,24 @@ done
 if ((${#need[@]})); then
   echo "installing Debian packages: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  new_docker=
+  if [[ " ${need[*]} " == *" docker.io "* ]]; then
+    new_docker=1
+    # Docker is for the lab's nodes only: it must never start on this host (its daemon
+    # would flip the host's ip_forward). policy-rc.d (exit 101) keeps package scripts
+    # from starting services; an existing one is the admin's and stays as it is.
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\n# written by interlock install.sh: no service starts on install\nexit 101\n' \
+        > /usr/sbin/policy-rc.d
+      chmod 755 /usr/sbin/policy-rc.d
+    fi
+  fi
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  if [ -n "$new_docker" ]; then
+    # Nor at the host's next boot (nodes enable Docker themselves, in their own disk).
+    systemctl disable docker.service docker.socket containerd.service >/dev/null 2>&1 || true
+  fi
 fi
 # The lab runs its own sshd in every node; the host's own sshd is not needed.
 
