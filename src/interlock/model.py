@@ -149,3 +149,22 @@ class Choice(Frozen):
     needs_floating_ip: bool
     reasons: tuple[str, ...]
     fixups: tuple[Fixup, ...] = ()
+
+
+class NodeFacts(Frozen):
+    """What interlock knows of a node, as roles get it (attributes): from its site and
+    record, and read on the node itself (distro, sizes, addresses as the node sees them)."""
+
+    node: str
+    deployment: str
+    site: str
+    provider: str
+    distro: str
+    version: str
+    vcpus: int
+    memory_mib: int
+    hostname: str
+    login_user: str
+    public_address: str
+    private_address: str
+    network_cidr: str

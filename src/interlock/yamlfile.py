@@ -66,14 +66,16 @@ def load(
     model: type[M],
     missing: str | None = None,
     error: type[InterlockError] = InterlockError,
+    context: Any = None,
 ) -> M:
-    """`path` as a `model`; `missing` is the message when the file does not exist."""
+    """`path` as a `model`; `missing` is the message when the file does not exist.
+    `context` reaches the model's validators (what a file refers to: a library of roles)."""
     text = read_text(path, missing, error)
     data, tree = parse(path, text, error)
     if not isinstance(data, dict):
         raise _bad(f"{path}: the top level must be a mapping of fields", error)
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context=context)
     except ValidationError as e:
         raise _bad(describe(path, data, tree, e), error) from None
     except RecursionError:
@@ -179,6 +181,9 @@ def _unquoted(m: re.Match[str]) -> str:
 
 def _bad(message: str, error: type[InterlockError] = InterlockError) -> InterlockError:
     return error(message, ExitCode.BAD_INPUT)
+
+
+bad = _bad  # for checks made after loading: one line, exit 2
 
 
 class _Loader(yaml.SafeLoader):

@@ -576,7 +576,7 @@ def test_opening_ssh_adds_tagged_rules_and_the_network_tag(
     requests_mock.post(f"{API}/global/firewalls", json=global_op)
     requests_mock.post(f"{ZONE}/instances/web-1/setTags", json=recorded("operation_done"))
     tags = {"interlock:owner": "interlock", "interlock:deployment": "web"}
-    assert gce.open_ssh("web-1", "interlock-web", SOURCE, tags) == "interlock-web"
+    assert gce.open_ports("web-1", "interlock-web", (22,), SOURCE, tags) == "interlock-web"
     inserts = [r.json() for r in requests_mock.request_history if r.path.endswith("/firewalls")]
     ssh, internal = inserts
     assert ssh["name"] == "interlock-web-ssh" and ssh["sourceRanges"] == ["198.51.100.7/32"]

@@ -43,21 +43,35 @@ async def bring_up(
         )
     for site in sites:  # a bad request fails here, before anything is created
         await e.choose(site, traits)
+    wanted = [(f"{deployment}-{i}", traits, None) for i in range(1, count + 1)]
+    await add_nodes(allocator, deployment, wanted, sites, progress)
+    return e.store.nodes(deployment)
+
+
+async def add_nodes(
+    allocator: Allocator,
+    deployment: str,
+    wanted: Sequence[tuple[str, Traits, str | None]],
+    sites: list[str],
+    progress: Progress,
+) -> None:
+    """Nodes (name, traits, group) of `deployment` through the eight steps, waited for."""
+    e = allocator.e
     records = [
         NodeRecord(
-            name=f"{deployment}-{i}",
+            name=name,
             deployment=deployment,
-            workflow_id=f"alloc-{deployment}-{i}-{uuid.uuid4().hex[:8]}",
+            group=group,
+            workflow_id=f"alloc-{name}-{uuid.uuid4().hex[:8]}",
             traits=traits.model_dump(),
             sites=sites,
         )
-        for i in range(1, count + 1)
+        for name, traits, group in wanted
     ]
     for record in records:
         e.store.put(record)
     waits = [await start(allocator, record) for record in records]
     await wait(e, waits, deployment, progress)
-    return e.store.nodes(deployment)
 
 
 async def start(allocator: Allocator, record: NodeRecord) -> Awaitable[Any]:
@@ -90,17 +104,21 @@ async def wait(
     done.result()
 
 
-async def down(e: Engine, deployment: str | None) -> Released:
+async def down(e: Engine, deployment: str | None, only: set[str] | None = None) -> Released:
     """Release every node of `deployment` (None: all): server, floating IPs, keys, found by
     record and by ownership tag; then each deployment's security groups on every site its
     nodes may have tried, once none of its nodes is left. A node whose release fails (after
     the retries every API call gets) keeps its record, marked with why, for the next `down`
-    to try again; so do a deployment's nodes while its groups could not go."""
+    to try again; so do a deployment's nodes while its groups could not go. `only`: just
+    these nodes of it (a group's count lowered, a failed node tried again); its groups
+    and its record stay while other nodes of it do."""
     from interlock.ssh import keys
 
     nodes = e.store.nodes(deployment)
-    if deployment is not None and not nodes:
+    if deployment is not None and not nodes and e.store.deployment(deployment) is None:
         raise InterlockError(f"no deployment {deployment!r}", ExitCode.NOT_RUNNING)
+    staying = [n for n in nodes if only is not None and n.name not in only]
+    nodes = [n for n in nodes if only is None or n.name in only]
 
     async def release(n: NodeRecord) -> bool:
         if n.site:
@@ -116,7 +134,7 @@ async def down(e: Engine, deployment: str | None) -> Released:
     freed = dict(zip([n.name for n in nodes], outcomes, strict=True))
     kept = {n.name for n in nodes if not freed[n.name]}
     for name, members in _by_deployment(nodes).items():
-        if any(n.name in kept for n in members):
+        if any(n.name in kept for n in members) or staying:
             continue  # a node of it is still there: its groups stay with it
         sites = sorted({s for n in members for s in (n.sites or [n.site]) if s})
         try:
@@ -130,6 +148,10 @@ async def down(e: Engine, deployment: str | None) -> Released:
     for n in nodes:
         if n.name not in kept:
             e.store.forget(n.name)
+    gone = {n.deployment for n in nodes} | ({deployment} if deployment else set())
+    for name in gone:
+        if not e.store.nodes(name):
+            e.store.forget_deployment(name)  # and its node-roles
     released = [n.name for n in nodes if n.name not in kept]
     return Released(released=released, kept=[n.name for n in nodes if n.name in kept])
 

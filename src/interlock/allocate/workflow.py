@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
 
 import asyncssh
 from dbos import DBOS, DBOSConfiguredInstance
@@ -99,6 +96,7 @@ class Allocator(DBOSConfiguredInstance):
             flavor=choice.flavor.id,
             image_name=choice.image.name,
             flavor_name=choice.flavor.name,
+            image_os=(choice.image.distro, choice.image.version),
         )
         return server
 
@@ -164,7 +162,8 @@ class Allocator(DBOSConfiguredInstance):
                 text = f"security group {group} (the profile's) attached"
             else:
                 name, tags = firewall.group_name(deployment), ownership(deployment)
-                await e.call(site, provider.open_ssh, server, name, sources, tags)
+                ports = (firewall.SSH,)
+                await e.call(site, provider.open_ports, server, name, ports, sources, tags)
                 text = f"security group allowing SSH from {firewall.shown(sources)} created"
             fixups.append(Fixup(step="firewall", text=text))
         e.progress(node, "public_address")  # and then step 5's end: SSH answers
@@ -345,41 +344,6 @@ class Allocator(DBOSConfiguredInstance):
         dropped = await self.drop_node_key(site, node, address.ip, key)
         every = (*choice.fixups, *address.fixups, *opened, *found.fixups, *secured, *dropped)
         return tuple(dict.fromkeys(every))
-
-
-@contextmanager
-def running(engine: Engine) -> Iterator[Allocator]:
-    """DBOS launched on the engine's home, with an Allocator bound to the engine; DBOS
-    resumes the home's unfinished allocations at launch. Afterwards the home is closed
-    for this process (another engine may open it, or another home, next)."""
-    allocator = Allocator(engine)  # registered before launch, so recovery finds it
-    DBOS(
-        config={
-            "name": "interlock",
-            "system_database_url": f"sqlite:///{engine.home / 'workflows.sqlite'}",
-            "log_level": "WARNING",
-        }
-    )
-    try:
-        DBOS.launch()
-        yield allocator
-    finally:
-        DBOS.destroy(destroy_registry=False)
-        _unregister(allocator)
-        with suppress(RuntimeError):  # outside an event loop: nothing to mend
-            # DBOS lent the running loop its thread pool (asyncio.to_thread) and has shut it
-            # down with itself; the loop gets a pool again for the work that follows.
-            asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor())
-
-
-def _unregister(allocator: Allocator) -> None:
-    # DBOS keeps configured instances for the life of the process and refuses a second
-    # one of the same name; an engine opened again on this home brings a new one.
-    from dbos._dbos import _get_or_create_dbos_registry
-    from dbos._registrations import _class_fqn
-
-    registry = _get_or_create_dbos_registry()
-    registry.instance_info_map.pop(f"{_class_fqn(Allocator)}/{allocator.config_name}", None)
 
 
 def _error(attempts: list[Attempt]) -> str:

@@ -106,11 +106,31 @@ def up(
 
 
 def resume(sites_file: SitesOpt = None, as_json: JsonOpt = False) -> None:
-    """Finish allocations that an interrupted `interlock up` left running."""
-    from interlock.services import deploy
+    """Finish what an interrupted `interlock up` or `interlock apply` left: allocations,
+    then node-roles (active ones are not run again)."""
+    from interlock.services import apply, deploy
 
     e = engine(sites_file)
-    _report(_live(lambda p: deploy.resume(e, p), as_json), as_json)
+    nodes = _live(lambda p: deploy.resume(e, p), as_json)
+    seen: dict[str, str] = {}
+
+    def roles_line(records: list[Any]) -> None:
+        for r in records:
+            if seen.get(r.id) != r.state and not as_json:
+                render.lines(err, [f"{r.id} {r.state}"])
+            seen[r.id] = r.state
+
+    applied = _run(apply.resume(e, lambda n: None, roles_line))
+    for a in applied:
+        done = sum(r.state == "active" for r in a.roles)
+        if not as_json:
+            render.lines(out, [f"{a.deployment}: {done} of {len(a.roles)} node-roles active"])
+    if any(not a.converged for a in applied):
+        from interlock.errors import ExitCode
+
+        _report(nodes, as_json)
+        raise typer.Exit(ExitCode.FAILURE)
+    _report(nodes, as_json)
 
 
 def ls_(sites_file: SitesOpt = None, as_json: JsonOpt = False) -> None:

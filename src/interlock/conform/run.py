@@ -31,7 +31,7 @@ async def run(
 ) -> Run:
     """Every site in `sites` observed at once and graded against `guideline`, in a home of
     the run's own (removed afterwards), on the user's sites file."""
-    from interlock.allocate.workflow import running
+    from interlock.durable import running
 
     run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     home = config.home() / "conform" / "runs" / run_id
@@ -39,8 +39,8 @@ async def run(
     started = time.time()
     try:
         e.check_sites(sites)
-        with running(e) as allocator:
-            found = await asyncio.gather(*(observe(allocator, s, guideline) for s in sites))
+        with running(e) as durable:
+            found = await asyncio.gather(*(observe(durable.allocator, s, guideline) for s in sites))
     finally:
         e.store.close()
         shutil.rmtree(home, ignore_errors=True)

@@ -22,7 +22,7 @@ from botocore.exceptions import (
 
 from interlock.config import AwsSite
 from interlock.errors import ExitCode, InterlockError
-from interlock.firewall import SSH, Firewall, Ingress, Protocol
+from interlock.firewall import Firewall, Ingress, Protocol
 from interlock.model import Flavor, Image, Metadata, Network
 from interlock.providers.base import (
     AuthError,
@@ -96,7 +96,9 @@ class AwsProvider:
         except BotoCoreError as e:  # no region, a region botocore cannot place, …
             raise InterlockError(f"cannot make an EC2 client: {e}", ExitCode.BAD_INPUT) from None
         # Groups made and authorized by this process: (vpc, name, sources) -> group id.
-        self._opened: dict[tuple[str, str, tuple[ipaddress.IPv4Network, ...]], str] = {}
+        self._opened: dict[
+            tuple[str, str, tuple[int, ...], tuple[ipaddress.IPv4Network, ...]], str
+        ] = {}
 
     @contextmanager
     def _mapped(self) -> Iterator[None]:
@@ -332,16 +334,17 @@ class AwsProvider:
             if "InvalidPermission.Duplicate" not in e.detail:
                 raise
 
-    def open_ssh(
+    def open_ports(
         self,
         server_id: str,
         name: str,
+        ports: tuple[int, ...],
         sources: list[ipaddress.IPv4Network],
         tags: dict[str, str],
     ) -> str:
         inst = self._instance(server_id)
         vpc = str(inst["VpcId"])
-        known = (vpc, name, tuple(sources))
+        known = (vpc, name, ports, tuple(sources))
         if known in self._opened:  # made and authorized for a node before this one
             try:
                 self._attach(inst, self._opened[known])
@@ -355,7 +358,7 @@ class AwsProvider:
                     self._call(
                         self.ec2.create_security_group,
                         GroupName=name,
-                        Description="interlock: SSH from the operator, all within the deployment",
+                        Description="interlock: the operator's ports, all within the deployment",
                         VpcId=vpc,
                         **_tagged("security-group", tags),
                     )["GroupId"]
@@ -365,10 +368,11 @@ class AwsProvider:
                 if "InvalidGroup.Duplicate" not in e.detail or found is None:
                     raise
                 group = found
-        ranges = [{"CidrIp": str(s), "Description": "interlock: SSH"} for s in sources]
-        self._authorize(
-            group, {"IpProtocol": "tcp", "FromPort": SSH, "ToPort": SSH, "IpRanges": ranges}
-        )
+        ranges = [{"CidrIp": str(s), "Description": "interlock"} for s in sources]
+        for port in ports:
+            self._authorize(
+                group, {"IpProtocol": "tcp", "FromPort": port, "ToPort": port, "IpRanges": ranges}
+            )
         self._authorize(group, {"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": group}]})
         self._attach(inst, group)
         self._opened[known] = group

@@ -142,16 +142,18 @@ class Provider(Protocol):
         """The node's groups and their inbound rules as the API shows them (enforced
         False where the site filters nothing)."""
 
-    def open_ssh(
+    def open_ports(
         self,
         server_id: str,
         name: str,
+        ports: tuple[int, ...],
         sources: list[ipaddress.IPv4Network],
         tags: dict[str, str],
     ) -> str:
         """Make (or reuse, by name and ownership tags) the group `name`, carrying `tags`
-        from its creation, that admits SSH from `sources` and everything from its own
-        members; attach it to the node. Returns the group's id."""
+        from its creation, that admits TCP `ports` (SSH; a deployment's published ports)
+        from `sources` and everything from its own members; attach it to the node. Returns
+        the group's id."""
 
     def attach_group(self, server_id: str, group: str) -> str:
         """Attach an existing group (name or id) to the node; returns its id."""

@@ -212,10 +212,11 @@ class MetalProvider:
     def firewall(self, server_id: str) -> Firewall:
         return Firewall(enforced=False)
 
-    def open_ssh(
+    def open_ports(
         self,
         server_id: str,
         name: str,
+        ports: tuple[int, ...],
         sources: list[ipaddress.IPv4Network],
         tags: dict[str, str],
     ) -> str:

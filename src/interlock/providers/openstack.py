@@ -27,7 +27,7 @@ from openstack.config import loader
 
 from interlock.config import OpenstackSite
 from interlock.errors import ExitCode, InterlockError
-from interlock.firewall import ANYWHERE, SSH, Firewall, Ingress, Protocol
+from interlock.firewall import ANYWHERE, Firewall, Ingress, Protocol
 from interlock.model import Flavor, Image, Metadata, Network, NetworkRole
 from interlock.providers.base import (
     AuthError,
@@ -426,10 +426,11 @@ class OpenstackProvider:
                 direction="ingress", ether_type="IPv4", **kw
             )
 
-    def open_ssh(
+    def open_ports(
         self,
         server_id: str,
         name: str,
+        ports: tuple[int, ...],
         sources: list[ipaddress.IPv4Network],
         tags: dict[str, str],
     ) -> str:
@@ -445,14 +446,15 @@ class OpenstackProvider:
                 if found
                 else self.conn.network.create_security_group(name=name, description=mark)
             )
-            for source in sources:
-                self._rule(
-                    security_group_id=group.id,
-                    protocol="tcp",
-                    port_range_min=SSH,
-                    port_range_max=SSH,
-                    remote_ip_prefix=str(source),
-                )
+            for port in ports:
+                for source in sources:
+                    self._rule(
+                        security_group_id=group.id,
+                        protocol="tcp",
+                        port_range_min=port,
+                        port_range_max=port,
+                        remote_ip_prefix=str(source),
+                    )
             self._rule(security_group_id=group.id, remote_group_id=group.id)
             self._attach(server_id, group.id)
         return str(group.id)

@@ -25,10 +25,11 @@ async def up(
 ) -> list[NodeRecord]:
     """`count` nodes named DEPLOYMENT-1…N, each through the eight steps over `sites`."""
     from interlock.allocate.deployment import bring_up
-    from interlock.allocate.workflow import running
+    from interlock.durable import running
 
     e.check_sites(sites)
-    with running(e) as allocator:
+    with running(e) as durable:
+        allocator = durable.allocator
         return await bring_up(allocator, deployment, count, sites, traits, progress)
 
 
@@ -36,10 +37,11 @@ async def resume(e: Engine, progress: Progress) -> list[NodeRecord]:
     """Finish the allocations an interrupted `up` (or `resume`) left, wherever it died:
     each node's workflow goes on from its last finished step, or starts if it never did."""
     from interlock.allocate.deployment import start, unfinished, wait
-    from interlock.allocate.workflow import running
+    from interlock.durable import running
 
     pending = unfinished(e)
-    with running(e) as allocator:
+    with running(e) as durable:
+        allocator = durable.allocator
         waits = [await start(allocator, n) for n in pending]
         await wait(e, waits, None, progress)
     return [r for r in (e.store.get(n.name) for n in pending) if r is not None]

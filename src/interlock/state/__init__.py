@@ -4,10 +4,30 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from interlock.state.records import Attempt, Fact, NodeRecord, NodeStatus, Progress
+from interlock.state.records import (
+    Attempt,
+    DeploymentRecord,
+    Fact,
+    NodeRecord,
+    NodeRoleRecord,
+    NodeStatus,
+    Progress,
+    RoleState,
+)
 from interlock.state.store import Store
 
-__all__ = ["Attempt", "Fact", "NodeRecord", "NodeStatus", "Progress", "Store", "open_store"]
+__all__ = [
+    "Attempt",
+    "DeploymentRecord",
+    "Fact",
+    "NodeRecord",
+    "NodeRoleRecord",
+    "NodeStatus",
+    "Progress",
+    "RoleState",
+    "Store",
+    "open_store",
+]
 
 
 def open_store(path: Path) -> Store:

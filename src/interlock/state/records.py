@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from interlock.model import STEP_LABELS, Fixup, StepName
+from interlock.model import STEP_LABELS, Fixup, NodeFacts, StepName
 
 NodeStatus = Literal["pending", "allocating", "ready", "failed", "deleting"]
 # What long work calls with a deployment's node records as they change (CLI progress).
@@ -51,12 +51,15 @@ class NodeRecord(Record):
     flavor: str | None = None
     image_name: str | None = None  # and what the site calls them
     flavor_name: str | None = None
+    image_os: tuple[str, str] | None = None  # the image's distro and version, as selected
     fixups: list[Fixup] = []
     attempts: list[Attempt] = []
     error: str | None = None
     failed_step: StepName | None = None  # where the last attempt failed
     # When each step began (Unix time), for time-to-SSH-ready and the like.
     timeline: dict[StepName, float] = {}
+    group: str | None = None  # the deployment file's node group it belongs to
+    facts: NodeFacts | None = None  # read once it is ready, for roles (compose)
 
     @field_validator("step", "failed_step", mode="before")
     @classmethod
@@ -112,3 +115,53 @@ class Fact(BaseModel):
     value: str
     evidence: str
     learned: float
+
+
+RoleState = Literal["pending", "running", "active", "error", "blocked"]
+
+
+class NodeRoleRecord(Record):
+    """A role bound to a node of a deployment, and where its convergence stands."""
+
+    deployment: str
+    node: str
+    role: str
+    group: str
+    rank: int = 0  # its place in the graph's order (what it waits for comes first)
+    state: RoleState = "pending"
+    attempt: int = 1  # a retry after an error is a new attempt (and a new workflow)
+    workflow_id: str | None = None
+    # Each input, and where it came from ("fact: …", "swarm-manager on web-manager-1", …).
+    inputs_from: dict[str, str] = {}
+    shown_inputs: dict[str, object] = {}  # the inputs' values, secret ones left out
+    digest: str | None = None  # of the inputs the active run was given
+    # What the run wrote. Secret ones (a join token) are kept for the node-roles that want
+    # them and never shown: not in status, JSON output or errors.
+    outputs: dict[str, object] = {}
+    secret: list[str] = []
+    tail: str = ""  # the last lines of the run's output
+    error: str | None = None
+    blocked_by: str | None = None
+    runs: int = 0
+    sessions: int = 0  # SSH connections the last run opened
+    seconds: float = 0.0  # the last run's duration
+
+    @property
+    def id(self) -> str:
+        return f"{self.node}/{self.role}"
+
+    def shown_outputs(self) -> dict[str, object]:
+        return {k: ("(secret)" if k in self.secret else v) for k, v in self.outputs.items()}
+
+
+class DeploymentRecord(Record):
+    """A deployment as last applied: its file and what it asked for."""
+
+    name: str
+    file: str
+    sites: list[str]
+    spec: dict[str, object]  # the file's content, as validated
+    # What runs need without the file: each role's folder, and its own attribute values
+    # (defaults and the file's, files resolved to absolute paths).
+    role_dirs: dict[str, str] = {}
+    attributes: dict[str, dict[str, object]] = {}

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from interlock.state.records import Fact, NodeRecord
+from interlock.state.records import DeploymentRecord, Fact, NodeRecord, NodeRoleRecord
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS nodes (
@@ -25,6 +25,17 @@ CREATE TABLE IF NOT EXISTS facts (
     evidence TEXT NOT NULL,
     learned REAL NOT NULL,
     PRIMARY KEY (site, key)
+);
+CREATE TABLE IF NOT EXISTS node_roles (
+    node TEXT NOT NULL,
+    role TEXT NOT NULL,
+    deployment TEXT NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (node, role)
+);
+CREATE TABLE IF NOT EXISTS deployments (
+    name TEXT PRIMARY KEY,
+    data TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS claims (
     site TEXT NOT NULL,
@@ -45,7 +56,7 @@ class SqliteStore:
         if self._db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             self._db.execute("PRAGMA journal_mode=WAL")
         tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master")}
-        if not {"nodes", "facts", "claims"} <= tables:
+        if not {"nodes", "facts", "claims", "node_roles", "deployments"} <= tables:
             self._db.executescript(SCHEMA)
         self._lock = threading.Lock()
 
@@ -92,6 +103,55 @@ class SqliteStore:
 
     def forget(self, name: str) -> None:
         self._q("DELETE FROM nodes WHERE name = ?", name)
+
+    # -- node-roles and deployments
+    def put_role(self, nr: NodeRoleRecord) -> None:
+        self._q(
+            "INSERT INTO node_roles (node, role, deployment, data) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(node, role) DO UPDATE SET data = excluded.data",
+            nr.node,
+            nr.role,
+            nr.deployment,
+            nr.model_dump_json(),
+        )
+
+    def update_role(self, node: str, role: str, **changes: Any) -> NodeRoleRecord:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT data FROM node_roles WHERE node = ? AND role = ?", (node, role)
+            ).fetchone()
+            nr = NodeRoleRecord.model_validate({**json.loads(row[0]), **changes})
+            self._db.execute(
+                "UPDATE node_roles SET data = ? WHERE node = ? AND role = ?",
+                (nr.model_dump_json(), node, role),
+            )
+        return nr
+
+    def roles(self, deployment: str) -> list[NodeRoleRecord]:
+        rows = self._q(
+            "SELECT data FROM node_roles WHERE deployment = ? ORDER BY node, role", deployment
+        )
+        return [NodeRoleRecord.model_validate_json(r[0]) for r in rows]
+
+    def forget_role(self, node: str, role: str) -> None:
+        self._q("DELETE FROM node_roles WHERE node = ? AND role = ?", node, role)
+
+    def put_deployment(self, d: DeploymentRecord) -> None:
+        self._q(
+            "INSERT INTO deployments (name, data) VALUES (?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET data = excluded.data",
+            d.name,
+            d.model_dump_json(),
+        )
+
+    def deployment(self, name: str) -> DeploymentRecord | None:
+        rows = self._q("SELECT data FROM deployments WHERE name = ?", name)
+        return DeploymentRecord.model_validate_json(rows[0][0]) if rows else None
+
+    def forget_deployment(self, name: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM node_roles WHERE deployment = ?", (name,))
+            self._db.execute("DELETE FROM deployments WHERE name = ?", (name,))
 
     # -- learned facts
     def learn(self, site: str, key: str, value: str, evidence: str) -> None:

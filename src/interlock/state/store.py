@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from interlock.state.records import Fact, NodeRecord
+from interlock.state.records import DeploymentRecord, Fact, NodeRecord, NodeRoleRecord
 
 
 class Store(Protocol):
@@ -23,6 +23,23 @@ class Store(Protocol):
     def nodes(self, deployment: str | None = None) -> list[NodeRecord]: ...
 
     def forget(self, name: str) -> None: ...
+
+    # -- node-roles (a role bound to a node) and deployments (as last applied)
+    def put_role(self, nr: NodeRoleRecord) -> None: ...
+
+    def update_role(self, node: str, role: str, **changes: Any) -> NodeRoleRecord:
+        """Change fields of a node-role; validated like `update`."""
+
+    def roles(self, deployment: str) -> list[NodeRoleRecord]: ...
+
+    def forget_role(self, node: str, role: str) -> None: ...
+
+    def put_deployment(self, d: DeploymentRecord) -> None: ...
+
+    def deployment(self, name: str) -> DeploymentRecord | None: ...
+
+    def forget_deployment(self, name: str) -> None:
+        """The deployment's record and every node-role of it."""
 
     # -- learned facts
     def learn(self, site: str, key: str, value: str, evidence: str) -> None: ...

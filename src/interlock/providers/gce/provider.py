@@ -18,7 +18,7 @@ What differs from the other clouds:
   static regional address and swaps it in, `release_public_ip` undoes that.
 - Firewalls are rules of the network, aimed at instances by network tag: the "group"
   interlock opens is a pair of rules (SSH from the operator; everything between the
-  deployment's nodes) aimed at the tag `interlock-<deployment>`, which `open_ssh` adds to
+  deployment's nodes) aimed at the tag `interlock-<deployment>`, which `open_ports` adds to
   the instance. Rules take no labels: their description carries the ownership tags.
 - Mutations return zonal, regional or global operations, waited for by the client plumbing
   (interlock.providers.gce.client), which also maps every error into the taxonomy.
@@ -415,20 +415,23 @@ class GceProvider:
             if "alreadyExists" not in e.detail:  # made by a node beside this one, or before
                 raise
 
-    def open_ssh(
+    def open_ports(
         self,
         server_id: str,
         name: str,
+        ports: tuple[int, ...],
         sources: list[ipaddress.IPv4Network],
         tags: dict[str, str],
     ) -> str:
         inst = self.api.instance(server_id)
         network = inst.network_interfaces[0].network
         mark = described(tags)
-        ssh = compute_v1.Allowed(I_p_protocol="tcp", ports=[str(SSH)])
+        tcp = compute_v1.Allowed(I_p_protocol="tcp", ports=[str(p) for p in ports])
+        # One rule per set of ports (rules are not edited): "-ssh" for SSH alone.
+        which = "ssh" if ports == (SSH,) else "tcp-" + "-".join(map(str, ports))
         self._insert_rule(compute_v1.Firewall(
-            name=f"{name}-ssh", network=network, description=mark, direction="INGRESS",
-            target_tags=[name], source_ranges=[str(s) for s in sources], allowed=[ssh],
+            name=f"{name}-{which}"[:63], network=network, description=mark, direction="INGRESS",
+            target_tags=[name], source_ranges=[str(s) for s in sources], allowed=[tcp],
         ))  # fmt: skip
         self._insert_rule(compute_v1.Firewall(
             name=f"{name}-internal", network=network, description=mark, direction="INGRESS",

@@ -1,0 +1,205 @@
+"""Roles and deployments: apply, status, roles."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from interlock.cli import render
+from interlock.cli.options import JsonOpt, SiteOpt, SitesOpt, engine
+
+if TYPE_CHECKING:
+    from interlock.services.apply import Applied
+    from interlock.state import NodeRecord, NodeRoleRecord
+
+out = render.console()
+err = render.console(stderr=True)
+MARK = {"active": "✓", "error": "✗", "blocked": "⊘", "running": "…", "pending": "·"}
+RolesFromOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--roles", help="A folder of your own roles (repeat for more)."),
+]
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(apply)
+    app.command()(status)
+    app.command()(roles)
+
+
+def apply(
+    file: Annotated[Path, typer.Argument(help="The deployment file (see README: Roles).")],
+    site: SiteOpt = None,
+    sites_file: SitesOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Make a deployment what its file says: nodes through the eight steps, then its
+    roles converged on them. Again after a failure, it retries what failed; on a
+    converged deployment it changes nothing."""
+    import asyncio
+
+    from interlock.errors import ExitCode
+    from interlock.services import apply as service
+
+    e = engine(sites_file)
+    sites = [s.strip() for s in site.split(",") if s.strip()] if site else None
+    service.check(file, sites)  # a bad file: one line, before anything else
+    seen: dict[str, str] = {}
+
+    def node_progress(nodes: list[NodeRecord]) -> None:
+        for n in nodes:
+            state = f"{n.status} {n.stage}"
+            if seen.get(n.name) != state and not as_json:
+                render.lines(err, [f"{n.name} [{n.site or '-'}] {state}"])
+            seen[n.name] = state
+
+    def role_progress(records: list[NodeRoleRecord]) -> None:
+        for r in records:
+            first = r.id not in seen and r.state in ("active", "pending")  # nothing new
+            if seen.get(r.id) != r.state and not as_json and not first:
+                why = f": {r.error or r.blocked_by}" if r.state in ("error", "blocked") else ""
+                render.lines(err, [f"{r.id} {r.state}{why}"])
+            seen[r.id] = r.state
+
+    done = asyncio.run(service.apply(e, file, sites, node_progress, role_progress))
+    if as_json:
+        print(json.dumps(_applied_json(done), indent=2))
+    else:
+        _summary(done)
+    if not done.converged or any(n.status != "ready" for n in done.nodes):
+        raise typer.Exit(ExitCode.FAILURE)
+
+
+def _summary(done: Applied) -> None:
+    if not done.changed and done.converged:
+        render.lines(out, [f"{done.deployment}: nothing to change "
+                           f"({len(done.roles)} node-roles active)"])  # fmt: skip
+        return
+    counts: dict[str, int] = {}
+    for r in done.roles:
+        counts[r.state] = counts.get(r.state, 0) + 1
+    shown = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+    parts = [f"{len(done.ran)} run"]
+    if done.added:
+        parts.append(f"{len(done.added)} node(s) added")
+    if done.removed:
+        parts.append(f"{len(done.removed)} removed")
+    render.lines(out, [f"{done.deployment}: {shown} ({'; '.join(parts)})"])
+    _graph(done.nodes, done.roles, attributes=False)
+
+
+def status(
+    name: Annotated[str, typer.Argument(help="Deployment name.")],
+    attributes: Annotated[
+        bool, typer.Option("--attributes", help="Show each node-role's inputs and their sources.")
+    ] = False,
+    sites_file: SitesOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """A deployment's nodes and node-roles: what is active, running, failed or blocked."""
+    from interlock.services import apply as service
+
+    record, nodes, records = service.status(engine(sites_file), name)
+    if as_json:
+        print(json.dumps({"deployment": record.name, "file": record.file,
+                          "sites": record.sites, **_state_json(nodes, records)},
+                         indent=2))  # fmt: skip
+        return
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[r.state] = counts.get(r.state, 0) + 1
+    shown = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no node-roles"
+    render.lines(out, [f"{record.name} ({', '.join(record.sites)}): {len(nodes)} node(s), "
+                       f"{shown}"])  # fmt: skip
+    _graph(nodes, records, attributes)
+
+
+def _graph(nodes: list[NodeRecord], records: list[NodeRoleRecord], attributes: bool) -> None:
+    """Per node, its node-roles in the order they run: one line each, a mark for state."""
+    by_node: dict[str, list[NodeRoleRecord]] = {}
+    for r in records:
+        by_node.setdefault(r.node, []).append(r)
+    lines: list[str] = []
+    for n in nodes:
+        head = f"{n.name}  [{n.site or '-'}]  {n.status}"
+        if n.public_ip:
+            head += f"  {n.public_ip}"
+        if n.facts:
+            head += f"  (private {n.facts.private_address})"
+        lines.append(head)
+        if n.status == "failed" and n.error:
+            lines.append(f"    error: {n.error}")
+        for r in _run_order(by_node.get(n.name, [])):
+            line = f"  {MARK[r.state]} {r.role:<24} {r.state}"
+            if r.state == "active" and r.seconds:
+                line += f"  {r.seconds:.1f} s"
+            if r.state == "error":
+                line += f": {r.error}"
+            if r.state == "blocked":
+                line += f" by {r.blocked_by}"
+            waits = sorted({v for k, v in r.inputs_from.items() if not v.startswith(("fact",
+                            "deployment file", "role default"))})  # fmt: skip
+            if waits and not attributes:
+                line += "  ← " + "; ".join(waits)
+            lines.append(line)
+            if r.state == "error" and r.tail:
+                lines += [f"      | {t}" for t in r.tail.splitlines()[-8:]]
+            if attributes:
+                for k, source in r.inputs_from.items():
+                    value = r.shown_inputs.get(k, "(secret)")
+                    lines.append(f"      {k} = {json.dumps(value)}   ← {source}")
+                for k, v in r.shown_outputs().items():
+                    lines.append(f"      → {k} = {json.dumps(v)}")
+    render.lines(out, lines)
+
+
+def _run_order(records: list[NodeRoleRecord]) -> list[NodeRoleRecord]:
+    return sorted(records, key=lambda r: (r.rank, r.role))
+
+
+def _state_json(nodes: list[NodeRecord], records: list[NodeRoleRecord]) -> dict[str, Any]:
+    return {
+        "nodes": [n.model_dump(mode="json", exclude={"traits"}) for n in nodes],
+        "node_roles": [
+            {**r.model_dump(mode="json", exclude={"outputs"}), "outputs": r.shown_outputs()}
+            for r in records
+        ],
+    }
+
+
+def _applied_json(done: Applied) -> dict[str, Any]:
+    return {
+        "deployment": done.deployment,
+        "converged": done.converged,
+        "changed": done.changed,
+        "added": done.added,
+        "removed": done.removed,
+        "ran": done.ran,
+        **_state_json(done.nodes, done.roles),
+    }
+
+
+def roles(
+    roles_from: RolesFromOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The role library: interlock's built-in roles and your folders' (--roles)."""
+    from interlock.services import apply as service
+
+    lib = service.library(roles_from or [])
+    found = sorted(lib.roles.values(), key=lambda r: r.name)
+    if as_json:
+        print(json.dumps([r.model_dump(mode="json") | {"folder": str(r.folder)}
+                          for r in found], indent=2))  # fmt: skip
+        return
+    rows = [
+        (r.name, "script" if r.script else "playbook", ", ".join(r.requires) or "-",
+         ", ".join(f"{k}←{w.role}" for k, w in r.wants.items()) or "-",
+         ", ".join(r.provides) or "-", r.description)
+        for r in found
+    ]  # fmt: skip
+    columns = ("role", "kind", "requires", "wants", "provides", "description")
+    render.table(out, render.plain_table(columns, rows))

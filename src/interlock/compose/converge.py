@@ -1,0 +1,229 @@
+"""Converging a deployment's node-role graph, durably.
+
+Each node-role run is a DBOS workflow (id: the node-role and its attempt) whose steps
+are: mark it running, gather its inputs, run it, record the outcome. Killed at any
+point, a run goes on from its last finished step when DBOS recovers it; an active
+node-role is never run again. The walk over the graph (`converge`) is plain code over
+the store: it starts what is ready (every node-role it waits for active, no other run
+on its node), marks what an error blocks, and is safe to run again (`apply`, `resume`)
+since starting a workflow id twice attaches to the first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Callable
+from typing import Any
+
+from dbos import DBOS, DBOSConfiguredInstance, SetWorkflowID
+
+from interlock.compose import facts, runner
+from interlock.compose.graph import Graph
+from interlock.compose.roles import Role, load_role
+from interlock.engine import Engine
+from interlock.model import Frozen
+from interlock.state import NodeRoleRecord
+
+RoleProgress = Callable[[list[NodeRoleRecord]], None]
+
+
+class Inputs(Frozen):
+    values: dict[str, Any]
+    sources: dict[str, str]
+    secret: tuple[str, ...]
+    digest: str
+
+
+def role_of(e: Engine, deployment: str, name: str) -> Role:
+    record = e.store.deployment(deployment)
+    if record is None or name not in record.role_dirs:
+        raise RuntimeError(f"deployment {deployment!r} has no role {name!r} on record")
+    from pathlib import Path
+
+    return load_role(Path(record.role_dirs[name]))
+
+
+def gather(e: Engine, deployment: str, node: str, role: Role) -> Inputs | None:
+    """The node-role's inputs, exactly those its role declares; None while something it
+    wants is not there yet."""
+    record = e.store.deployment(deployment)
+    nodes = {n.name: n for n in e.store.nodes(deployment)}
+    me = nodes.get(node)
+    if record is None or me is None or me.facts is None:
+        return None
+    peers = [n.facts for n in nodes.values() if n.facts is not None]
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    secret: list[str] = []
+    known = facts.attributes(me.facts, peers)
+    for name in role.facts:
+        values[name] = known[name]
+        why = facts.cluster_address(me.facts, peers)[1] if name == "cluster_address" else name
+        sources[name] = f"fact: {why}"
+    others = {(r.node, r.role): r for r in e.store.roles(deployment)}
+    for name, want in role.wants.items():
+        givers = sorted(
+            (r for (n, r_name), r in others.items() if r_name == want.role),
+            key=lambda r: _node_order(r.node),
+        )
+        if not givers or any(g.state != "active" for g in givers):
+            return None
+        got = [g.outputs.get(want.attribute) for g in givers]
+        values[name] = got if want.all else got[0]
+        where = ", ".join(g.node for g in givers) if want.all else givers[0].node
+        sources[name] = f"{want.role}.{want.attribute} on {where}"
+        if any(want.attribute in g.secret for g in givers):
+            secret.append(name)
+    own = record.attributes.get(role.name, {})
+    given = (record.spec.get("attributes") or {}).get(role.name, {})  # type: ignore[attr-defined]
+    for name in role.attributes:
+        if name in own:
+            values[name] = own[name]
+            sources[name] = "deployment file" if name in given else "role default"
+    digest = hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
+    return Inputs(values=values, sources=sources, secret=tuple(secret), digest=digest)
+
+
+def _node_order(name: str) -> tuple[str, int]:
+    head, _, tail = name.rpartition("-")
+    return (head, int(tail)) if tail.isdigit() else (name, 0)
+
+
+@DBOS.dbos_class()
+class Converger(DBOSConfiguredInstance):
+    """Node-role runs on one engine (see allocate.workflow.Allocator for the pattern)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.e = engine
+        super().__init__("interlock-compose")
+
+    @DBOS.step()
+    async def begin(self, node: str, role: str) -> None:
+        self.e.store.update_role(node, role, state="running", error=None, blocked_by=None)
+
+    @DBOS.step()
+    async def inputs(self, deployment: str, node: str, role: str) -> Inputs:
+        found = gather(self.e, deployment, node, role_of(self.e, deployment, role))
+        if found is None:  # the walk starts a run only when its inputs are there
+            raise RuntimeError(f"{node}/{role}: inputs not ready")
+        return found
+
+    @DBOS.step()
+    async def execute(self, deployment: str, node: str, role: str, got: Inputs) -> runner.Outcome:
+        e = self.e
+        record = e.store.get(node)
+        if record is None or record.public_ip is None or record.host_key is None:
+            return runner.Outcome(ok=False, error=f"{node} is not ready")
+        target = runner.Target(
+            node=node, address=record.public_ip, host_key=record.host_key, key_file=e.platform[0]
+        )
+        return await runner.run(role_of(e, deployment, role), target, got.values, list(got.secret))
+
+    @DBOS.step()
+    async def finish(self, node: str, role: str, got: Inputs, outcome: runner.Outcome) -> str:
+        store = self.e.store
+        runs = next((r.runs for r in store.roles(self._deployment(node, role))
+                     if r.node == node and r.role == role), 0)  # fmt: skip
+        shown = {k: v for k, v in got.values.items() if k not in got.secret}
+        common: dict[str, Any] = dict(
+            inputs_from=got.sources, shown_inputs=shown, tail=outcome.tail, runs=runs + 1,
+            sessions=outcome.sessions, seconds=round(outcome.seconds, 2),
+        )  # fmt: skip
+        if outcome.ok:
+            role_def = role_of(self.e, self._deployment(node, role), role)
+            secret = [k for k, p in role_def.provides.items() if p.secret]
+            store.update_role(
+                node, role, state="active", outputs=outcome.outputs, secret=secret,
+                digest=got.digest, error=None, **common,
+            )  # fmt: skip
+            return "active"
+        store.update_role(node, role, state="error", error=outcome.error, **common)
+        return "error"
+
+    def _deployment(self, node: str, role: str) -> str:
+        record = self.e.store.get(node)
+        return record.deployment if record else ""
+
+    @DBOS.workflow()
+    async def run_node_role(self, deployment: str, node: str, role: str) -> str:
+        await self.begin(node, role)
+        got = await self.inputs(deployment, node, role)
+        outcome = await self.execute(deployment, node, role, got)
+        return await self.finish(node, role, got, outcome)
+
+
+async def converge(
+    e: Engine, converger: Converger, deployment: str, graph: Graph, progress: RoleProgress
+) -> list[NodeRoleRecord]:
+    """Walk the graph until nothing more can run; returns the node-roles as they end."""
+    tasks: dict[str, asyncio.Future[Any]] = {}
+    while True:
+        records = {r.id: r for r in e.store.roles(deployment)}
+        nodes = {n.name: n for n in e.store.nodes(deployment)}
+        busy = {r.node for r in records.values() if r.state == "running"}
+        for ident, began in sorted(records.items()):
+            if began.state == "running" and ident not in tasks:  # an earlier process began it
+                tasks[ident] = await _start(converger, began)
+        for ident in order(graph):
+            found = records.get(ident)
+            if found is None or found.state != "pending":
+                continue
+            r = found
+            node = nodes.get(r.node)
+            if node is None or node.status != "ready":
+                why = f"node {r.node}: {node.error if node else 'gone'}"
+                if node is not None and node.status == "failed":
+                    e.store.update_role(r.node, r.role, state="blocked", blocked_by=why)
+                continue
+            stuck = [d for d in graph.deps.get(ident, ()) if records[d].state in
+                     ("error", "blocked")]  # fmt: skip
+            if stuck:
+                e.store.update_role(r.node, r.role, state="blocked", blocked_by=stuck[0])
+                continue
+            waiting = any(records[d].state != "active" for d in graph.deps.get(ident, ()))
+            if waiting or r.node in busy:
+                continue
+            busy.add(r.node)
+            e.store.update_role(r.node, r.role, state="running")
+            tasks[ident] = await _start(converger, r)
+        progress(e.store.roles(deployment))
+        if not tasks:
+            return e.store.roles(deployment)
+        done, _ = await asyncio.wait(tasks.values(), timeout=0.5,
+                                     return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+        for ident, task in list(tasks.items()):
+            if task in done:
+                del tasks[ident]
+                if task.exception() is not None:  # a bug or the store: on record, go on
+                    name, role = ident.split("/", 1)
+                    why = f"{type(task.exception()).__name__}: {task.exception()}"[:300]
+                    e.store.update_role(name, role, state="error", error=why)
+
+
+async def _start(converger: Converger, r: NodeRoleRecord) -> asyncio.Future[Any]:
+    assert r.workflow_id is not None
+    with SetWorkflowID(r.workflow_id):
+        handle = await DBOS.start_workflow_async(
+            converger.run_node_role, r.deployment, r.node, r.role
+        )
+    return asyncio.ensure_future(handle.get_result())
+
+
+def order(graph: Graph) -> list[str]:
+    """Node-roles with what they wait for first (the graph is acyclic: the file's check)."""
+    out: list[str] = []
+    seen: set[str] = set()
+
+    def visit(ident: str) -> None:
+        if ident in seen:
+            return
+        seen.add(ident)
+        for d in sorted(graph.deps.get(ident, ())):
+            visit(d)
+        out.append(ident)
+
+    for ident in sorted(graph.bindings):
+        visit(ident)
+    return out

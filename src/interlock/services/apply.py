@@ -1,0 +1,307 @@
+"""Deployments of roles as a service: apply a deployment file (nodes through the eight
+steps, the deployment's ports opened, node facts read, node-roles bound and converged),
+its status, the role library."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from interlock import firewall
+from interlock.compose import facts
+from interlock.compose.converge import RoleProgress, converge, gather, order, role_of
+from interlock.compose.graph import Graph, bind, node_names
+from interlock.compose.roles import Library
+from interlock.compose.spec import DeploymentSpec, load_deployment
+from interlock.engine import Engine, ownership
+from interlock.errors import ExitCode, InterlockError
+from interlock.model import Fixup
+from interlock.state import DeploymentRecord, NodeRecord, NodeRoleRecord, Progress
+
+if TYPE_CHECKING:
+    from interlock.durable import Durable
+
+
+@dataclass
+class Applied:
+    deployment: str
+    nodes: list[NodeRecord]
+    roles: list[NodeRoleRecord]
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    ran: list[str] = field(default_factory=list)  # node-roles run by this apply
+
+    @property
+    def converged(self) -> bool:
+        return bool(self.roles) and all(r.state == "active" for r in self.roles)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.removed or self.ran)
+
+
+def check(path: Path, sites: list[str] | None) -> tuple[DeploymentSpec, list[str]]:
+    """The file and the sites it goes to, checked; nothing is created."""
+    spec = load_deployment(path)
+    chosen = sites or spec.sites
+    if not chosen:
+        raise InterlockError(
+            f"{path}: field 'sites': none given (add sites: to the file, or --site)",
+            ExitCode.BAD_INPUT,
+        )
+    return spec, chosen
+
+
+async def apply(
+    e: Engine,
+    path: Path,
+    sites: list[str] | None,
+    progress: Progress,
+    role_progress: RoleProgress,
+) -> Applied:
+    from interlock.durable import running
+
+    spec, chosen = check(path, sites)
+    e.check_sites(chosen)
+    have = {n.name for n in e.store.nodes(spec.name) if n.status != "failed"}
+    for g, names in node_names(spec).items():  # a request no site can meet fails here
+        if set(names) - have:
+            for site in chosen:
+                await e.choose(site, spec.groups[g].traits)
+    other = [n for n in e.store.nodes(spec.name) if n.group is None]
+    if other:
+        raise InterlockError(
+            f"deployment {spec.name!r} exists and was made by `interlock up`; "
+            f"`interlock down {spec.name}` first",
+            ExitCode.BAD_INPUT,
+        )
+    _record(e, spec, path, chosen)
+    with running(e) as durable:
+        return await _make(e, durable, spec, chosen, progress, role_progress, retry=True)
+
+
+async def _make(
+    e: Engine,
+    durable: Durable,
+    spec: DeploymentSpec,
+    sites: list[str],
+    progress: Progress,
+    role_progress: RoleProgress,
+    retry: bool,
+) -> Applied:
+    """The deployment's nodes as its groups say, its ports open, its node-roles bound and
+    converged. `retry` (apply): failed nodes are made again and failed node-roles run
+    again; without (resume), only what was under way is finished."""
+    from interlock.allocate.deployment import add_nodes, down
+
+    graph = bind(spec)
+    names = node_names(spec)
+    wanted = {n for ns in names.values() for n in ns}
+    have = {n.name: n for n in e.store.nodes(spec.name)}
+    # Nodes no group wants any more, and failed ones (made again), are released first.
+    surplus = {n for n in have if n not in wanted}
+    failed = {n for n, r in have.items() if n in wanted and r.status == "failed" and retry}
+    if surplus | failed:
+        released = await down(e, spec.name, surplus | failed)
+        if released.kept:
+            raise InterlockError(
+                f"could not release {', '.join(released.kept)}: `interlock down` again",
+                ExitCode.FAILURE,
+            )
+    for r in e.store.roles(spec.name):
+        if r.node in surplus:
+            e.store.forget_role(r.node, r.role)
+    have = {n.name: n for n in e.store.nodes(spec.name)}
+    missing = [
+        (n, spec.groups[g].traits, g) for g, ns in names.items() for n in ns if n not in have
+    ]
+    if missing:
+        await add_nodes(durable.allocator, spec.name, missing, sites, progress)
+    under_way = [n for n in e.store.nodes(spec.name) if n.status in ("pending", "allocating")]
+    if under_way:  # an earlier process's allocations (resume)
+        from interlock.allocate.deployment import start, wait
+
+        await wait(e, [await start(durable.allocator, n) for n in under_way], spec.name, progress)
+    ready = [n for n in e.store.nodes(spec.name) if n.status == "ready"]
+    await _open_ports(e, spec, ready)
+    await _read_facts(e, ready)
+    ran = _bind(e, spec, graph, retry)
+    roles = await converge(e, durable.converger, spec.name, graph, role_progress)
+    return Applied(
+        deployment=spec.name,
+        nodes=e.store.nodes(spec.name),
+        roles=roles,
+        added=[m[0] for m in missing],
+        removed=sorted(surplus),
+        ran=[r.id for r in roles if r.id in ran and r.state != "pending"],
+    )
+
+
+def _record(e: Engine, spec: DeploymentSpec, path: Path, sites: list[str]) -> None:
+    used = {b.role for b in bind(spec).bindings.values()}
+    roles = {name: spec.library.roles[name] for name in used}
+    e.store.put_deployment(
+        DeploymentRecord(
+            name=spec.name,
+            file=str(path.resolve()),
+            sites=sites,
+            spec=spec.model_dump(mode="json"),
+            role_dirs={name: str(r.folder.resolve()) for name, r in roles.items()},
+            attributes={name: spec.attribute_values(r) for name, r in roles.items()},
+        )
+    )
+
+
+async def _open_ports(e: Engine, spec: DeploymentSpec, nodes: list[NodeRecord]) -> None:
+    """The deployment's published ports, from the operator's address, in its own group
+    (which admits all traffic among its members), where the node's groups do not."""
+    ports = tuple(sorted({p.port for p in spec.ports}))
+    if not ports:
+        return
+    for n in nodes:
+        if not n.server_id or not n.public_ip:
+            continue
+        provider = e.provider(n.site)
+        sources = firewall.operator_sources(e.sites.sites[n.site].ssh_from, n.public_ip)
+        wall = await e.call(n.site, provider.firewall, n.server_id)
+        if all(wall.admits(p, sources) for p in ports):
+            continue
+        name, tags = firewall.group_name(spec.name), ownership(spec.name)
+        await e.call(
+            n.site, provider.open_ports, n.server_id, name, (firewall.SSH, *ports), sources, tags
+        )
+        text = f"ports {', '.join(map(str, ports))} opened from {firewall.shown(sources)}"
+        fix = Fixup(step="firewall", text=text)
+        if fix not in n.fixups:
+            e.store.update(n.name, fixups=[*n.fixups, fix])
+
+
+async def _read_facts(e: Engine, nodes: list[NodeRecord]) -> None:
+    """Each ready node's facts, read once (as root, the host key pinned)."""
+    import asyncio
+
+    import asyncssh
+
+    from interlock.ssh.remote import CONNECT_TIMEOUT, as_root, run
+
+    async def read(n: NodeRecord) -> None:
+        assert n.public_ip and n.host_key
+        known = asyncssh.import_known_hosts(f"{n.public_ip} {n.host_key}\n")
+        async with asyncssh.connect(
+            n.public_ip, username="root", client_keys=[str(e.platform[0])],
+            known_hosts=known, agent_path=None, connect_timeout=CONNECT_TIMEOUT,
+        ) as conn:  # fmt: skip
+            text = await run(conn, as_root("root", facts.READ), "reading the node's facts")
+        found = facts.parse(
+            text,
+            node=n.name,
+            deployment=n.deployment,
+            site=n.site,
+            provider=e.sites.sites[n.site].provider,
+            login_user=n.login_user or "root",
+            public_address=n.public_ip,
+            distro=n.image_os[0] if n.image_os else None,
+            version=n.image_os[1] if n.image_os else None,
+        )
+        e.store.update(n.name, facts=found)
+
+    await asyncio.gather(*(read(n) for n in nodes if n.facts is None and n.host_key))
+
+
+def _bind(e: Engine, spec: DeploymentSpec, graph: Graph, retry: bool) -> set[str]:
+    """Node-roles on record as the graph says: new ones pending; gone ones forgotten;
+    errors and blocks retried (a new attempt); active ones whose inputs changed run
+    again. Returns the ids that will run."""
+    have = {r.id: r for r in e.store.roles(spec.name)}
+    for ident, old in have.items():
+        if ident not in graph.bindings:
+            e.store.forget_role(old.node, old.role)
+    will: set[str] = set()
+    rank = {ident: i for i, ident in enumerate(order(graph))}
+    for ident, b in graph.bindings.items():
+        r = have.get(ident)
+        if r is None:
+            e.store.put_role(
+                NodeRoleRecord(
+                    deployment=spec.name, node=b.node, role=b.role, group=b.group,
+                    rank=rank[ident], workflow_id=_workflow_id(b.node, b.role, 1),
+                )
+            )  # fmt: skip
+            will.add(ident)
+        elif r.state in ("error", "blocked") and retry:
+            attempt = r.attempt + 1
+            e.store.update_role(
+                b.node, b.role, state="pending", attempt=attempt, blocked_by=None,
+                workflow_id=_workflow_id(b.node, b.role, attempt),
+            )  # fmt: skip
+            will.add(ident)
+        elif r.state in ("pending", "running"):
+            will.add(ident)
+    # Active ones whose inputs are not what they ran with (an attribute changed, a wanted
+    # one was re-provided): again, in the graph's order, once per apply.
+    changed = True
+    while changed:
+        changed = False
+        for ident, b in graph.bindings.items():
+            r = have.get(ident)
+            if r is None or r.state != "active" or ident in will:
+                continue
+            got = gather(e, spec.name, b.node, role_of(e, spec.name, b.role))
+            if got is not None and got.digest != r.digest:
+                attempt = r.attempt + 1
+                e.store.update_role(
+                    b.node, b.role, state="pending", attempt=attempt,
+                    workflow_id=_workflow_id(b.node, b.role, attempt),
+                )  # fmt: skip
+                will.add(ident)
+                changed = True
+    return will
+
+
+def _workflow_id(node: str, role: str, attempt: int) -> str:
+    return f"role-{node}-{role}-{attempt}-{uuid.uuid4().hex[:6]}"
+
+
+async def resume(e: Engine, progress: Progress, role_progress: RoleProgress) -> list[Applied]:
+    """Finish what an interrupted `apply` left, wherever it died: its nodes' allocations,
+    then its node-roles (an active one is not run again; failed ones stay failed)."""
+    from interlock.durable import running
+
+    out: list[Applied] = []
+    for name in sorted({n.deployment for n in e.store.nodes() if n.group is not None}):
+        record = e.store.deployment(name)
+        if record is None or not _unfinished(e, name):
+            continue
+        base = Path(record.file).parent
+        spec = DeploymentSpec.model_validate(record.spec, context={"base": base})
+        with running(e) as durable:
+            out.append(
+                await _make(e, durable, spec, record.sites, progress, role_progress, retry=False)
+            )
+    return out
+
+
+def _unfinished(e: Engine, deployment: str) -> bool:
+    nodes = e.store.nodes(deployment)
+    records = e.store.roles(deployment)
+    bound = {r.node for r in records}
+    return (
+        any(n.status in ("pending", "allocating") for n in nodes)
+        or any(r.state in ("pending", "running") for r in records)
+        or any(n.status == "ready" and n.name not in bound for n in nodes)
+    )
+
+
+def status(
+    e: Engine, deployment: str
+) -> tuple[DeploymentRecord, list[NodeRecord], list[NodeRoleRecord]]:
+    record = e.store.deployment(deployment)
+    if record is None:
+        raise InterlockError(f"no deployment {deployment!r} applied", ExitCode.NOT_RUNNING)
+    return record, e.store.nodes(deployment), e.store.roles(deployment)
+
+
+def library(folders: list[Path]) -> Library:
+    return Library(folders)
