@@ -36,6 +36,7 @@ bench: install
 	$(BIN)/python bench/secure.py
 	$(BIN)/python bench/openstack.py
 	$(BIN)/python bench/conform.py
+	$(BIN)/python bench/compose.py
 
 demo: install
 	$(BIN)/interlock lab up

@@ -246,6 +246,12 @@ class Cli:
     def json(self, *args: str, check: bool = True) -> Any:
         return json.loads(self(*args, "--json", check=check).stdout)
 
+    @staticmethod
+    def lab_image(path: Path) -> None:
+        """The lab's busybox image archive at `path` (for the docker role)."""
+        subprocess.run([sys.executable, "-m", "interlock", "lab", "image", "--out", str(path)],
+                       check=True, capture_output=True, timeout=60)  # fmt: skip
+
     def popen(self, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
             [sys.executable, "-m", "interlock", *args],

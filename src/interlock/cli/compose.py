@@ -33,6 +33,14 @@ def register(app: typer.Typer) -> None:
 def apply(
     file: Annotated[Path, typer.Argument(help="The deployment file (see README: Roles).")],
     site: SiteOpt = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            help="Deployment name instead of the file's (one file, "
+            "several deployments: a site each).",
+        ),
+    ] = None,
     sites_file: SitesOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -46,7 +54,7 @@ def apply(
 
     e = engine(sites_file)
     sites = [s.strip() for s in site.split(",") if s.strip()] if site else None
-    service.check(file, sites)  # a bad file: one line, before anything else
+    service.check(file, sites, name)  # a bad file: one line, before anything else
     seen: dict[str, str] = {}
 
     def node_progress(nodes: list[NodeRecord]) -> None:
@@ -64,7 +72,7 @@ def apply(
                 render.lines(err, [f"{r.id} {r.state}{why}"])
             seen[r.id] = r.state
 
-    done = asyncio.run(service.apply(e, file, sites, node_progress, role_progress))
+    done = asyncio.run(service.apply(e, file, sites, node_progress, role_progress, name))
     if as_json:
         print(json.dumps(_applied_json(done), indent=2))
     else:

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pydantic import ValidationError
+
 from interlock import firewall
 from interlock.compose import facts
 from interlock.compose.converge import RoleProgress, converge, gather, order, role_of
@@ -42,9 +44,23 @@ class Applied:
         return bool(self.added or self.removed or self.ran)
 
 
-def check(path: Path, sites: list[str] | None) -> tuple[DeploymentSpec, list[str]]:
-    """The file and the sites it goes to, checked; nothing is created."""
+def check(
+    path: Path, sites: list[str] | None, name: str | None = None
+) -> tuple[DeploymentSpec, list[str]]:
+    """The file and the sites it goes to, checked; nothing is created. `name` replaces
+    the file's deployment name."""
     spec = load_deployment(path)
+    if name is not None:
+        try:
+            spec = DeploymentSpec.model_validate(
+                {**spec.model_dump(mode="json"), "name": name},
+                context={"base": path.resolve().parent},
+            )
+        except ValidationError:
+            raise InterlockError(
+                "--name: lower case letters and digits, starting with a letter (at most 31)",
+                ExitCode.BAD_INPUT,
+            ) from None
     chosen = sites or spec.sites
     if not chosen:
         raise InterlockError(
@@ -60,10 +76,11 @@ async def apply(
     sites: list[str] | None,
     progress: Progress,
     role_progress: RoleProgress,
+    name: str | None = None,
 ) -> Applied:
     from interlock.durable import running
 
-    spec, chosen = check(path, sites)
+    spec, chosen = check(path, sites, name)
     e.check_sites(chosen)
     have = {n.name for n in e.store.nodes(spec.name) if n.status != "failed"}
     for g, names in node_names(spec).items():  # a request no site can meet fails here

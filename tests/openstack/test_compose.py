@@ -1,0 +1,46 @@
+"""The Swarm deployment file of the lab tests, unchanged, on every OpenStack cloud that
+gives nodes (only --site differs): 3 Ready, the service answers by name across the
+overlay network and from the host on each public address; down leaves nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.lab.conftest import Cli
+from tests.lab.test_compose import deployment, http, on
+from tests.openstack.conftest import OsLab
+from tests.openstack.test_clouds import NOTHING
+
+GIVE_NODES = [
+    "os-aws-like",
+    "os-tenant",
+    "os-misnamed",
+    "os-unlabelled",
+    "os-logins",
+    "os-halfdone",
+]  # fmt: skip  (os-nofloat has no floating IP to give)
+
+
+@pytest.mark.parametrize("site", GIVE_NODES)
+def test_the_swarm_file_converges_on_each_cloud(
+    oslab: OsLab, oscli: Cli, tmp_path: Path, site: str
+) -> None:
+    path = deployment(tmp_path, "swarm")
+    done = oscli.json("apply", str(path), "--site", site)
+    assert done["converged"], [(r["node"], r["role"], r["error"]) for r in done["node_roles"]]
+    ready = on(oscli, "swarm-manager-1", "docker node ls --format '{{.Status}}'").split()
+    assert ready == ["Ready"] * 3
+    on(oscli, "swarm-manager-1",
+       "docker network create -d overlay --attachable web >/dev/null && "
+       "docker service create -q --detach=false --name hello --replicas 3 --network web "
+       "--endpoint-mode dnsrr --replicas-max-per-node 1 "
+       "--publish mode=host,target=80,published=80 interlock-lab/busybox:1 >/dev/null")  # fmt: skip
+    for n in done["nodes"]:
+        got = on(oscli, n["name"], "docker run --rm --network web interlock-lab/busybox:1 "
+                                   "/bin/busybox wget -q -O- http://hello/")  # fmt: skip
+        assert "interlock-lab/busybox:1" in got
+        assert "interlock-lab/busybox:1" in http(n["public_ip"])
+    oscli("down", "swarm")
+    assert oslab.leftovers(site) == NOTHING
