@@ -52,6 +52,23 @@ def states(cli: Cli, name: str) -> dict[str, dict[str, Any]]:
     return {r["node"] + "/" + r["role"]: r for r in cli.json("status", name)["node_roles"]}
 
 
+def swarm_serves(cli: Cli, nodes: list[dict[str, Any]]) -> None:
+    """3 Ready; a 3-replica service on an overlay network, published in host mode on port
+    80, answers by name from every node, and from the host on each public address."""
+    ready = on(cli, "swarm-manager-1", "docker node ls --format '{{.Status}}'").split()
+    assert ready == ["Ready"] * 3
+    on(cli, "swarm-manager-1",
+       "docker network create -d overlay --attachable web >/dev/null && "
+       "docker service create -q --detach=false --name hello --replicas 3 --network web "
+       "--endpoint-mode dnsrr --replicas-max-per-node 1 "
+       "--publish mode=host,target=80,published=80 interlock-lab/busybox:1 >/dev/null")  # fmt: skip
+    for n in nodes:
+        got = on(cli, n["name"], "docker run --rm --network web interlock-lab/busybox:1 "
+                                 "/bin/busybox wget -q -O- http://hello/")  # fmt: skip
+        assert "interlock-lab/busybox:1" in got
+        assert "interlock-lab/busybox:1" in http(n["public_ip"])
+
+
 def http(ip: str) -> str:
     with urllib.request.urlopen(f"http://{ip}/", timeout=10) as r:
         return str(r.read().decode())
@@ -65,21 +82,7 @@ def test_one_swarm_file_converges_on_each_site(
     path = deployment(tmp_path, "swarm")
     done = cli.json("apply", str(path), "--site", site)
     assert done["converged"] and len(done["added"]) == 3
-    nodes = {n["name"]: n for n in done["nodes"]}
-    ready = on(cli, "swarm-manager-1", "docker node ls --format '{{.Status}}'").split()
-    assert ready == ["Ready"] * 3
-    # A 3-replica service on an overlay network, published in host mode on port 80.
-    on(cli, "swarm-manager-1",
-       "docker network create -d overlay --attachable web >/dev/null && "
-       "docker service create -q --detach=false --name hello --replicas 3 --network web "
-       "--endpoint-mode dnsrr --mode replicated --replicas-max-per-node 1 "
-       "--publish mode=host,target=80,published=80 interlock-lab/busybox:1 >/dev/null")  # fmt: skip
-    for name in nodes:
-        got = on(cli, name, "docker run --rm --network web interlock-lab/busybox:1 "
-                            "/bin/busybox wget -q -O- http://hello/")  # fmt: skip
-        assert "interlock-lab/busybox:1" in got
-    for n in nodes.values():
-        assert "interlock-lab/busybox:1" in http(n["public_ip"])
+    swarm_serves(cli, done["nodes"])
     # The token went to the workers and is shown nowhere.
     token = on(cli, "swarm-manager-1", "docker swarm join-token -q worker").strip()
     shown = cli("status", "swarm", "--attributes").stdout + json.dumps(done)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.lab.conftest import Cli
-from tests.lab.test_compose import deployment, http, on
+from tests.lab.test_compose import deployment, swarm_serves
 from tests.openstack.conftest import OsLab
 from tests.openstack.test_clouds import NOTHING
 
@@ -30,17 +30,6 @@ def test_the_swarm_file_converges_on_each_cloud(
     path = deployment(tmp_path, "swarm")
     done = oscli.json("apply", str(path), "--site", site)
     assert done["converged"], [(r["node"], r["role"], r["error"]) for r in done["node_roles"]]
-    ready = on(oscli, "swarm-manager-1", "docker node ls --format '{{.Status}}'").split()
-    assert ready == ["Ready"] * 3
-    on(oscli, "swarm-manager-1",
-       "docker network create -d overlay --attachable web >/dev/null && "
-       "docker service create -q --detach=false --name hello --replicas 3 --network web "
-       "--endpoint-mode dnsrr --replicas-max-per-node 1 "
-       "--publish mode=host,target=80,published=80 interlock-lab/busybox:1 >/dev/null")  # fmt: skip
-    for n in done["nodes"]:
-        got = on(oscli, n["name"], "docker run --rm --network web interlock-lab/busybox:1 "
-                                   "/bin/busybox wget -q -O- http://hello/")  # fmt: skip
-        assert "interlock-lab/busybox:1" in got
-        assert "interlock-lab/busybox:1" in http(n["public_ip"])
+    swarm_serves(oscli, done["nodes"])
     oscli("down", "swarm")
     assert oslab.leftovers(site) == NOTHING

@@ -13,7 +13,7 @@ from interlock.cli.options import JsonOpt, SiteOpt, SitesOpt, engine
 
 if TYPE_CHECKING:
     from interlock.services.apply import Applied
-    from interlock.state import NodeRecord, NodeRoleRecord
+    from interlock.state import DeploymentRecord, NodeRecord, NodeRoleRecord
 
 out = render.console()
 err = render.console(stderr=True)
@@ -100,7 +100,7 @@ def _summary(done: Applied) -> None:
 
 
 def status(
-    name: Annotated[str, typer.Argument(help="Deployment name.")],
+    name: Annotated[str | None, typer.Argument(help="Deployment name (none: list them).")] = None,
     attributes: Annotated[
         bool, typer.Option("--attributes", help="Show each node-role's inputs and their sources.")
     ] = False,
@@ -110,6 +110,9 @@ def status(
     """A deployment's nodes and node-roles: what is active, running, failed or blocked."""
     from interlock.services import apply as service
 
+    if name is None:
+        _deployments(service.deployments(engine(sites_file)), as_json)
+        return
     record, nodes, records = service.status(engine(sites_file), name)
     if as_json:
         print(json.dumps({"deployment": record.name, "file": record.file,
@@ -123,6 +126,27 @@ def status(
     render.lines(out, [f"{record.name} ({', '.join(record.sites)}): {len(nodes)} node(s), "
                        f"{shown}"])  # fmt: skip
     _graph(nodes, records, attributes)
+
+
+def _deployments(
+    found: list[tuple[DeploymentRecord, list[NodeRecord], list[NodeRoleRecord]]], as_json: bool
+) -> None:
+    rows: list[dict[str, Any]] = [
+        {"deployment": d.name, "sites": d.sites, "nodes": len(nodes),
+         "ready": sum(n.status == "ready" for n in nodes),
+         "node_roles": {s: sum(r.state == s for r in records) for s in MARK
+                        if any(r.state == s for r in records)}}
+        for d, nodes, records in found
+    ]  # fmt: skip
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    shown = [
+        (r["deployment"], ",".join(r["sites"]), f"{r['ready']}/{r['nodes']}",
+         ", ".join(f"{v} {k}" for k, v in r["node_roles"].items()) or "-")
+        for r in rows
+    ]  # fmt: skip
+    render.table(out, render.plain_table(("deployment", "sites", "ready", "node-roles"), shown))
 
 
 def _graph(nodes: list[NodeRecord], records: list[NodeRoleRecord], attributes: bool) -> None:
@@ -206,7 +230,7 @@ def roles(
     rows = [
         (r.name, "script" if r.script else "playbook", ", ".join(r.requires) or "-",
          ", ".join(f"{k}←{w.role}" for k, w in r.wants.items()) or "-",
-         ", ".join(r.provides) or "-", r.description)
+         ", ".join(r.provides) or "-", r.description.split(". ")[0].split(" (")[0])
         for r in found
     ]  # fmt: skip
     columns = ("role", "kind", "requires", "wants", "provides", "description")

@@ -320,5 +320,9 @@ def status(
     return record, e.store.nodes(deployment), e.store.roles(deployment)
 
 
+def deployments(e: Engine) -> list[tuple[DeploymentRecord, list[NodeRecord], list[NodeRoleRecord]]]:
+    return [(d, e.store.nodes(d.name), e.store.roles(d.name)) for d in e.store.deployments()]
+
+
 def library(folders: list[Path]) -> Library:
     return Library(folders)

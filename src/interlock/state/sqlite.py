@@ -148,6 +148,10 @@ class SqliteStore:
         rows = self._q("SELECT data FROM deployments WHERE name = ?", name)
         return DeploymentRecord.model_validate_json(rows[0][0]) if rows else None
 
+    def deployments(self) -> list[DeploymentRecord]:
+        rows = self._q("SELECT data FROM deployments ORDER BY name")
+        return [DeploymentRecord.model_validate_json(r[0]) for r in rows]
+
     def forget_deployment(self, name: str) -> None:
         with self._lock:
             self._db.execute("DELETE FROM node_roles WHERE deployment = ?", (name,))

@@ -38,6 +38,8 @@ class Store(Protocol):
 
     def deployment(self, name: str) -> DeploymentRecord | None: ...
 
+    def deployments(self) -> list[DeploymentRecord]: ...
+
     def forget_deployment(self, name: str) -> None:
         """The deployment's record and every node-role of it."""
 
