@@ -168,9 +168,10 @@ static void boot_systemd(const char *node_dir, const char *hostname, const char 
     mkdir(at(merged, "dev/shm"), 01777);
     must_mount("shm", at(merged, "dev/shm"), "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
     mkdir(at(merged, "dev/mqueue"), 0755);
-    static const char *links[][2] = {{"/proc/self/fd", "fd"}, {"/proc/self/fd/0", "stdin"},
-                                     {"/proc/self/fd/1", "stdout"},
-                                     {"/proc/self/fd/2", "stderr"}, {NULL, NULL}};
+    static const char *links[][2] = {{"/proc/self/fd", "dev/fd"},
+                                     {"/proc/self/fd/0", "dev/stdin"},
+                                     {"/proc/self/fd/1", "dev/stdout"},
+                                     {"/proc/self/fd/2", "dev/stderr"}, {NULL, NULL}};
     for (int i = 0; links[i][0]; i++)
         if (symlink(links[i][0], at(merged, links[i][1])) != 0) die("link in /dev");
 
