@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,6 +22,7 @@ import asyncssh
 import pytest
 
 from interlock_lab import image, labdir
+from interlock_lab.client import LabClient, resolve_sites
 from interlock_lab.node import cgroups
 from interlock_lab.sitefile import builtin_sites
 from tests.lab.conftest import (
@@ -46,6 +49,8 @@ images:
   - {id: ami-0000000000000000a, name: slow-debian-12, os: debian, version: "12",
      login_user: admin, boot_delay: 1, key_delay: 2, post_provisioning: incomplete,
      sudo: password, password_auth: true}
+  - {id: ami-0000000000000000b, name: ubuntu-24.04, os: ubuntu, version: "24.04",
+     login_user: ubuntu}
 """
 
 
@@ -268,3 +273,32 @@ def test_down_of_a_node_leaves_no_process_mount_or_cgroup(
     # The address no longer answers.
     ip = ipaddress.IPv4Address(node["public_ip"])
     assert not [n for n in sd_lab.client.nodes() if str(ip) in n["public_ips"]]
+
+
+def test_a_killed_lab_takes_its_systemd_nodes_with_it_and_down_removes_their_cgroups(
+    tmp_path: Path,
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("lab tests need root")
+    (tmp_path / "sdquirks.yaml").write_text(SITE)
+    root = Path("/var/tmp") / f"interlock-test-sdkill-{os.getpid()}"
+    client = LabClient(root)
+    client.up(resolve_sites([], [tmp_path / "sdquirks.yaml"]))
+    try:
+        ec2 = Lab(client).ec2("sdquirks")
+        out = ec2.run_instances(ImageId="ami-0000000000000000b", MinCount=2, MaxCount=2)
+        for inst in out["Instances"]:
+            ssh_ready(inst["PublicIpAddress"])
+        pid = labdir.lab_pid(root)
+        assert pid is not None
+        pids = labdir.leftover_processes(root)  # the lab's, and every process of its nodes
+        assert len(labdir.leftover_cgroups(root)) > 2 and len(pids) > 2 * 5
+        os.kill(pid, signal.SIGKILL)
+        # The kernel ends the nodes (parent-death signals, then their pid namespaces).
+        assert labdir.wait_gone(pids, timeout=30) == []
+        assert not labdir.leftover_processes(root)
+        assert labdir.leftover_cgroups(root)  # directories are what a crash leaves ...
+    finally:
+        client.down()
+    assert not labdir.leftover_cgroups(root)  # ... and down removes them
+    assert not root.exists()
