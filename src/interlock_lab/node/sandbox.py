@@ -30,6 +30,7 @@ from interlock_lab.node import cgroups
 from interlock_lab.node.rootfs import FirstBoot, prepare
 
 READY_TIMEOUT = 15.0
+SYSTEMD = Path("/lib/systemd/systemd")
 
 
 class NodeStartError(RuntimeError):
@@ -103,6 +104,8 @@ async def start(
     if boot.behaviour.init == "systemd":
         if cgroup_parent is None:
             raise NodeStartError(f"node {node_id}: a systemd node needs a cgroup2 hierarchy")
+        if not SYSTEMD.exists():  # the init reports ready just before it execs systemd
+            raise NodeStartError(f"node {node_id}: no {SYSTEMD}; run the install script")
         cgroup = cgroups.make(cgroup_parent / node_id)
         args = ["--systemd", str(node_dir), boot.hostname, str(cgroup)]
     else:
