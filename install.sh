@@ -9,7 +9,8 @@ cd "$(dirname "$0")"
 DEBS=(python3 python3-venv python3-dev gcc libc6-dev make openssh-server openssh-client
       iproute2 util-linux sudo openssl procps ca-certificates nftables
       mariadb-server mariadb-client rabbitmq-server tini  # these four: the lab's OpenStack
-      systemd dbus docker.io busybox-static)  # nodes that boot systemd; Docker in them
+      systemd dbus docker.io busybox-static  # nodes that boot systemd; Docker in them
+      golang-go etcd-server containernetworking-plugins)  # Kubernetes on lab nodes
 PY=${PYTHON:-python3}
 
 need=()
@@ -20,10 +21,10 @@ if ((${#need[@]})); then
   echo "installing Debian packages: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
   new_docker=
-  if [[ " ${need[*]} " == *" docker.io "* ]]; then
+  if [[ " ${need[*]} " == *" docker.io "* || " ${need[*]} " == *" etcd-server "* ]]; then
     new_docker=1
-    # Docker is for the lab's nodes only: it must never start on this host (its daemon
-    # would flip the host's ip_forward). policy-rc.d (exit 101) keeps package scripts
+    # Docker and etcd are for the lab's nodes only: they must never start on this host
+    # (Docker's daemon would flip the host's ip_forward). policy-rc.d (exit 101) keeps package scripts
     # from starting services; an existing one is the admin's and stays as it is.
     if [ ! -e /usr/sbin/policy-rc.d ]; then
       printf '#!/bin/sh\n# written by interlock install.sh: no service starts on install\nexit 101\n' \
@@ -35,7 +36,8 @@ if ((${#need[@]})); then
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   if [ -n "$new_docker" ]; then
     # Nor at the host's next boot (nodes enable Docker themselves, in their own disk).
-    systemctl disable docker.service docker.socket containerd.service >/dev/null 2>&1 || true
+    systemctl disable docker.service docker.socket containerd.service etcd.service \
+      >/dev/null 2>&1 || true
   fi
 fi
 # The lab runs its own sshd in every node; the host's own sshd is not needed.
@@ -67,6 +69,10 @@ if [ ! -f "$ostamp" ] || [ -n "$(find lab-openstack -newer "$ostamp" -type f -pr
   .venv-openstack/bin/pip install -q --no-deps --force-reinstall ./lab-openstack
   touch "$ostamp"
 fi
+
+# Kubernetes for lab nodes: built once from Debian's source package with Debian's Go
+# (minutes), then cached in /var/cache/interlock/kubernetes; found there every later run.
+.venv/bin/interlock lab kubernetes
 
 if [ "${1:-}" != "--no-demo" ]; then
   il=.venv/bin/interlock

@@ -16,25 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
-import time
 from typing import Any
 
 import yaml
 
 from interlock_lab import labdir
-from lablib import print_figures, private_lab
-
-
-def interlock(env: dict[str, str], *args: str) -> tuple[float, subprocess.CompletedProcess[str]]:
-    started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "interlock", *args], env=env,
-                          capture_output=True, text=True, timeout=1800)  # fmt: skip
-    took = time.monotonic() - started
-    if done.returncode != 0:
-        raise SystemExit(f"interlock {' '.join(args)} failed ({done.returncode}): {done.stderr}")
-    return took, done
+from lablib import interlock, print_figures, private_lab
 
 
 def main() -> None:

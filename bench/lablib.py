@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -68,6 +71,19 @@ def ec2_client(sites: dict[str, Any]) -> Any:
     from interlock.providers.aws import AwsProvider
 
     return AwsProvider("aws", AwsSite.model_validate(sites["sites"]["aws"])).ec2
+
+
+def interlock(
+    env: dict[str, str], *args: str, timeout: float = 3600
+) -> tuple[float, subprocess.CompletedProcess[str]]:
+    """`interlock ARGS` with `env`: its wall-clock seconds and its result (exits if it fails)."""
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "interlock", *args], env=env,
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+    took = time.monotonic() - started
+    if done.returncode != 0:
+        raise SystemExit(f"interlock {' '.join(args)} failed ({done.returncode}): {done.stderr}")
+    return took, done
 
 
 def print_figures(figures: dict[str, Any], as_json: bool) -> None:

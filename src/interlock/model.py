@@ -106,6 +106,9 @@ class Network(Frozen):
     reaches_outside: bool = True
     # The router that takes a private network outside, where a router decided its role.
     router: str | None = None
+    # Its address ranges where the API shows them (a deployment's own ranges, such as a
+    # pod network, must not overlap them).
+    cidrs: tuple[str, ...] = ()
 
 
 class Metadata(Frozen):

@@ -186,6 +186,21 @@ def _bad(message: str, error: type[InterlockError] = InterlockError) -> Interloc
 bad = _bad  # for checks made after loading: one line, exit 2
 
 
+def field_error(path: Path, fields: list[str | int], message: str) -> InterlockError:
+    """A check made after loading, as one line naming the file, the line where the field
+    is written (a default the file does not set has none) and the field."""
+    line = None
+    try:
+        _, tree = parse(path, read_text(path))
+        found = list(_path(yaml.safe_load(path.read_text()), fields))
+        line = _line_of(tree, found) if found == fields else None
+    except (InterlockError, OSError, yaml.YAMLError):
+        pass
+    where = f" (line {line})" if line else ""
+    name = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in fields).replace(".[", "[")
+    return _bad(f"{path}{where}: field '{name}': {message}")
+
+
 class _Loader(yaml.SafeLoader):
     """YAML's safe loader, stricter: a key twice in one mapping is an error (not the last
     one silently winning), and a value that cannot be built (`!!int abc`, 2024-02-30, a

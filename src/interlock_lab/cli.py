@@ -98,6 +98,32 @@ def image(
                        f"load it with: docker load -i {made.path}"])  # fmt: skip
 
 
+@app.command()
+def kubernetes(
+    cache: Annotated[
+        Path | None,
+        typer.Option("--cache", help="Cache folder (default /var/cache/interlock/kubernetes)."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The Kubernetes binaries lab nodes run (kube-apiserver, kube-controller-manager,
+    kube-scheduler, kubelet, kube-proxy, kubectl): from the cache, or built once from
+    Debian 12's kubernetes source package with Debian's Go (minutes; nothing from
+    upstream). Give the folder to the kubernetes-binaries role as its `binaries`."""
+    from interlock_lab import kubernetes as k8s
+
+    if not as_json and k8s.cached(cache or k8s.CACHE) is None:
+        render.lines(out, [f"building Kubernetes {k8s.VERSION} from Debian's source (minutes) …"])
+    found = k8s.ensure(cache or k8s.CACHE)
+    if as_json:
+        files = [str(f) for f in found.files]
+        print(json.dumps({"version": found.version, "folder": str(found.folder),
+                          "files": files, "built": found.built}))  # fmt: skip
+        return
+    how = "built" if found.built else "cached"
+    render.lines(out, [f"Kubernetes {found.version} ({how}): {found.folder}"])
+
+
 def _show(state: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(state, indent=2))

@@ -21,6 +21,10 @@ from pathlib import Path
 from interlock.errors import ExitCode, InterlockError
 
 TAG = "interlock-lab/busybox:1"
+# The same layer as a pod's infrastructure container (kubelet's --pod-infra-container-image):
+# it only holds the pod's namespaces, so it sleeps.
+PAUSE_TAG = "interlock-lab/pause:1"
+PAUSE_CMD = ["/bin/busybox", "sleep", "2147483647"]
 BUSYBOX = Path("/bin/busybox")  # Debian's busybox-static
 CMD = ["/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www"]
 CREATED = "2026-01-01T00:00:00Z"
@@ -113,17 +117,17 @@ def layer() -> bytes:
     return buf.getvalue()
 
 
-def config(diff_id: str) -> bytes:
+def config(diff_id: str, tag: str = TAG, cmd: list[str] = CMD) -> bytes:
     doc = {
         "architecture": "amd64",
         "os": "linux",
         "created": CREATED,
         "config": {
             "Env": ["PATH=/bin"],
-            "Cmd": CMD,
-            "ExposedPorts": {"80/tcp": {}},
+            "Cmd": cmd,
+            **({"ExposedPorts": {"80/tcp": {}}} if tag == TAG else {}),
             "WorkingDir": "/",
-            "Labels": {"org.opencontainers.image.title": TAG},
+            "Labels": {"org.opencontainers.image.title": tag},
         },
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         "history": [{"created": CREATED, "created_by": "interlock lab image (busybox-static)"}],
@@ -136,20 +140,26 @@ def write_archive(out: Path) -> Archive:
     data = layer()
     layer_hex = hashlib.sha256(data).hexdigest()
     diff_id = f"sha256:{layer_hex}"
-    cfg = config(diff_id)
-    cfg_hex = hashlib.sha256(cfg).hexdigest()
-    repo, tag = TAG.rsplit(":", 1)
+    configs = [(t, config(diff_id, t, c)) for t, c in ((TAG, CMD), (PAUSE_TAG, PAUSE_CMD))]
     manifest = [
-        {"Config": f"{cfg_hex}.json", "RepoTags": [TAG], "Layers": [f"{layer_hex}/layer.tar"]}
-    ]
+        {"Config": f"{hashlib.sha256(c).hexdigest()}.json", "RepoTags": [t],
+         "Layers": [f"{layer_hex}/layer.tar"]}
+        for t, c in configs
+    ]  # fmt: skip
+    cfg_hex = hashlib.sha256(configs[0][1]).hexdigest()
     legacy = {"id": layer_hex, "created": CREATED, "os": "linux"}
     files = [
-        (f"{cfg_hex}.json", cfg),
+        *((f"{hashlib.sha256(c).hexdigest()}.json", c) for _, c in configs),
         (f"{layer_hex}/VERSION", b"1.0"),
         (f"{layer_hex}/json", json.dumps(legacy, sort_keys=True).encode()),
         (f"{layer_hex}/layer.tar", data),
         ("manifest.json", json.dumps(manifest, separators=(",", ":")).encode()),
-        ("repositories", json.dumps({repo: {tag: layer_hex}}).encode()),
+        (
+            "repositories",
+            json.dumps(
+                {r: {v: layer_hex} for r, v in (t.rsplit(":", 1) for t, _ in configs)}
+            ).encode(),
+        ),
     ]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")

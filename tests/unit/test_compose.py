@@ -251,3 +251,45 @@ def test_a_run_must_write_what_it_provides_and_nothing_else() -> None:
     assert not extra.ok and "undeclared 'token'" in str(extra.error)
     assert _scrub("joined with SWMTKN-abc", ["SWMTKN-abc"]) == "joined with …"
     assert _env_value(["/a", "/b"]) == "/a\n/b" and _env_value(True) == "true"
+
+
+K8S = {
+    "name": "k8s",
+    "sites": ["aws"],
+    "groups": {
+        "control": {"roles": ["kubernetes-control-plane"]},
+        "worker": {"count": 2, "roles": ["kubernetes-worker", "pod-routes"]},
+    },
+}
+
+
+def test_a_pod_network_over_a_site_network_is_refused_by_field(tmp_path: Path) -> None:
+    from interlock import yamlfile
+    from interlock.compose.spec import overlapping
+
+    attrs = {"kubernetes-control-plane": {"pod_cidr": "172.31.0.0/20"}}
+    path = write(tmp_path, {**K8S, "attributes": attrs})
+    spec = load_deployment(path)
+    assert overlapping(spec, [("network a of site x", "10.20.0.0/24")]) is None
+    clash = overlapping(spec, [("network subnet-1 of site aws", "172.31.0.0/16")])
+    assert clash is not None
+    message = str(yamlfile.field_error(path, *clash))
+    assert "field 'attributes.kubernetes-control-plane.pod_cidr'" in message
+    assert "(line " in message and "overlaps network subnet-1 of site aws" in message
+    # The default service range is checked as well (no line: the file does not set it).
+    clash = overlapping(spec, [("the network of k8s-worker-1", "10.96.3.0/24")])
+    assert clash is not None and clash[0][-1] == "service_cidr"
+    bad = write(tmp_path, {**K8S, "attributes": {"kubernetes-control-plane": {
+        "pod_cidr": "10.244.0.1/16"}}})  # fmt: skip
+    rejected(bad, "pod_cidr", "host bits zero")
+
+
+def test_the_kubernetes_graph_routes_pods_after_every_worker(tmp_path: Path) -> None:
+    graph = bind(load_deployment(write(tmp_path, K8S)))
+    assert graph.deps["k8s-worker-1/pod-routes"] == {
+        "k8s-worker-1/kubernetes-worker", "k8s-worker-2/kubernetes-worker"
+    }  # fmt: skip
+    assert "k8s-control-1/kubernetes-control-plane" in graph.deps["k8s-worker-2/kubernetes-worker"]
+    assert graph.deps["k8s-control-1/kubernetes-control-plane"] == {
+        "k8s-control-1/docker", "k8s-control-1/etcd", "k8s-control-1/kubernetes-binaries",
+    }  # fmt: skip

@@ -28,6 +28,7 @@ def register(app: typer.Typer) -> None:
     app.command()(apply)
     app.command()(status)
     app.command()(roles)
+    app.command()(kubeconfig)
 
 
 def apply(
@@ -235,3 +236,22 @@ def roles(
     ]  # fmt: skip
     columns = ("role", "kind", "requires", "wants", "provides", "description")
     render.table(out, render.plain_table(columns, rows))
+
+
+def kubeconfig(
+    name: Annotated[str, typer.Argument(help="A deployment with a Kubernetes control plane.")],
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Where to write it (default: ./NAME.kubeconfig).")
+    ] = None,
+    sites_file: SitesOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a kubeconfig (mode 0600) that reaches the deployment's API server on its
+    control node's public address: `kubectl --kubeconfig FILE get nodes`."""
+    from interlock.services import kubeconfig as service
+
+    path = service.write(engine(sites_file), name, out_file or Path(f"{name}.kubeconfig"))
+    if as_json:
+        print(json.dumps({"kubeconfig": str(path)}))
+    else:
+        render.lines(out, [f"wrote {path} (kubectl --kubeconfig {path} get nodes)"])

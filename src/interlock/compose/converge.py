@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -82,8 +83,18 @@ def gather(e: Engine, deployment: str, node: str, role: Role) -> Inputs | None:
         if name in own:
             values[name] = own[name]
             sources[name] = "deployment file" if name in given else "role default"
-    digest = hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
+    # What the run was given, and the role as it was: a changed script runs again too.
+    digest = hashlib.sha256(
+        json.dumps(values, sort_keys=True).encode() + _folder_digest(role).encode()
+    ).hexdigest()
     return Inputs(values=values, sources=sources, secret=tuple(secret), digest=digest)
+
+
+def _folder_digest(role: Role) -> str:
+    h = hashlib.sha256()
+    for path in sorted(p for p in role.folder.rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(role.folder)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
 
 
 def _node_order(name: str) -> tuple[str, int]:
@@ -154,11 +165,16 @@ class Converger(DBOSConfiguredInstance):
         return await self.finish(node, role, got, outcome)
 
 
+def workflow_id(node: str, role: str, attempt: int) -> str:
+    return f"role-{node}-{role}-{attempt}-{uuid.uuid4().hex[:6]}"
+
+
 async def converge(
     e: Engine, converger: Converger, deployment: str, graph: Graph, progress: RoleProgress
 ) -> list[NodeRoleRecord]:
     """Walk the graph until nothing more can run; returns the node-roles as they end."""
     tasks: dict[str, asyncio.Future[Any]] = {}
+    checked: set[str] = set()  # active node-roles whose inputs this walk compared
     while True:
         records = {r.id: r for r in e.store.roles(deployment)}
         nodes = {n.name: n for n in e.store.nodes(deployment)}
@@ -168,6 +184,16 @@ async def converge(
                 tasks[ident] = await _start(converger, began)
         for ident in order(graph):
             found = records.get(ident)
+            comparable = found is not None and found.state == "active" and ident not in checked
+            if found is not None and comparable and _ready_to_compare(found, graph, records):
+                checked.add(ident)
+                if _changed(e, deployment, found):
+                    attempt = found.attempt + 1
+                    found = e.store.update_role(
+                        found.node, found.role, state="pending", attempt=attempt,
+                        workflow_id=workflow_id(found.node, found.role, attempt),
+                    )  # fmt: skip
+                    records[ident] = found
             if found is None or found.state != "pending":
                 continue
             r = found
@@ -200,6 +226,17 @@ async def converge(
                     name, role = ident.split("/", 1)
                     why = f"{type(task.exception()).__name__}: {task.exception()}"[:300]
                     e.store.update_role(name, role, state="error", error=why)
+
+
+def _ready_to_compare(r: NodeRoleRecord, graph: Graph, records: dict[str, NodeRoleRecord]) -> bool:
+    """Everything the node-role waits for is active (its inputs are final)."""
+    return all(records[d].state == "active" for d in graph.deps.get(r.id, ()) if d in records)
+
+
+def _changed(e: Engine, deployment: str, r: NodeRoleRecord) -> bool:
+    """Whether an active node-role's inputs (or its role) are not what it ran with."""
+    got = gather(e, deployment, r.node, role_of(e, deployment, r.role))
+    return got is not None and got.digest != r.digest
 
 
 async def _start(converger: Converger, r: NodeRoleRecord) -> asyncio.Future[Any]:

@@ -22,7 +22,7 @@ from interlock.yamlfile import FieldProblem
 
 NAME = r"^[a-z][a-z0-9-]{0,62}$"
 INPUT = r"^[a-z][a-z0-9_]{0,62}$"
-AttrType = Literal["string", "integer", "boolean", "list", "object", "files"]
+AttrType = Literal["string", "integer", "boolean", "list", "object", "files", "cidr"]
 _PYTHON: dict[str, type | tuple[type, ...]] = {
     "string": str,
     "integer": int,
@@ -30,6 +30,7 @@ _PYTHON: dict[str, type | tuple[type, ...]] = {
     "list": list,
     "object": dict,
     "files": list,
+    "cidr": str,
 }
 
 
@@ -46,6 +47,10 @@ class Attribute(Strict):
     default: Any = None
     required: bool = False
     description: str = ""
+    # cidr: a range of the deployment's own (pods, services) that must not overlap the
+    # networks of the sites its nodes are on (checked before anything is made, and on the
+    # nodes' own networks before the role runs).
+    apart_from_networks: bool = False
 
     def check(self, value: Any) -> str | None:
         """Why `value` does not fit, or None."""
@@ -57,6 +62,13 @@ class Attribute(Strict):
         paths: list[Any] = value if isinstance(value, list) else []
         if self.type == "files" and not all(isinstance(v, str) and v for v in paths):
             return "must be a list of paths"
+        if self.type == "cidr":
+            import ipaddress
+
+            try:
+                ipaddress.IPv4Network(value)
+            except ValueError:
+                return "must be an IPv4 network (address/prefix, host bits zero)"
         return None
 
 
@@ -133,6 +145,10 @@ class Role(Strict):
                 raise FieldProblem(["provides", name], "attribute names: lower case, digits, _")
         if self.name in self.requires:
             raise FieldProblem(["requires"], "a role cannot require itself")
+        for name, attr in self.attributes.items():
+            problem = attr.check(attr.default) if attr.default is not None else None
+            if problem:
+                raise FieldProblem(["attributes", name, "default"], problem)
         return self
 
     @property

@@ -7,6 +7,7 @@ with `set_stats`."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import os
@@ -181,6 +182,12 @@ async def _copy_files(sftp: Any, role: Role, inputs: dict[str, Any]) -> dict[str
 
 
 def _sha256(path: Path) -> str:
+    info = path.stat()  # a file given to many nodes is hashed once while it is unchanged
+    return _digest(str(path), info.st_size, info.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

@@ -145,6 +145,31 @@ class DeploymentSpec(Strict):
         return values
 
 
+def overlapping(
+    spec: DeploymentSpec, networks: list[tuple[str, str]]
+) -> tuple[list[str | int], str] | None:
+    """The first of the deployment's own ranges (a role's `cidr` attribute marked
+    apart_from_networks) that overlaps one of `networks` ((where, cidr) pairs): its field
+    and the problem; None where all stand apart."""
+    import ipaddress
+
+    for role in spec.library.roles.values():
+        if role.name not in {
+            b for g in spec.groups.values() for b in spec.library.closure(g.roles)
+        }:
+            continue
+        values = spec.attribute_values(role)
+        for name, attr in role.attributes.items():
+            if attr.type != "cidr" or not attr.apart_from_networks or name not in values:
+                continue
+            mine = ipaddress.IPv4Network(values[name])
+            for where, cidr in networks:
+                if mine.overlaps(ipaddress.IPv4Network(cidr, strict=False)):
+                    problem = f"{mine} overlaps {where} ({cidr}); choose another range"
+                    return ["attributes", role.name, name], problem
+    return None
+
+
 def _cycle(library: Library, *start: str, across: bool = False) -> list[str]:
     """A cycle through `requires` (and, `across`, wants) from the roles `start`, or []."""
 

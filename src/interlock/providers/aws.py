@@ -178,6 +178,7 @@ class AwsProvider:
                 name=s["SubnetId"] + (" (default)" if s.get("DefaultForAz") else ""),
                 role="public" if s.get("MapPublicIpOnLaunch") else "private",
                 evidence=f"MapPublicIpOnLaunch={s.get('MapPublicIpOnLaunch')}",
+                cidrs=tuple(filter(None, [s.get("CidrBlock")])),
             )
             for s in sorted(subnets, key=lambda s: (not s.get("DefaultForAz"), s["SubnetId"]))
         )

@@ -4,19 +4,18 @@ its status, the role library."""
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from interlock import firewall
+from interlock import firewall, yamlfile
 from interlock.compose import facts
-from interlock.compose.converge import RoleProgress, converge, gather, order, role_of
+from interlock.compose.converge import RoleProgress, converge, order, workflow_id
 from interlock.compose.graph import Graph, bind, node_names
 from interlock.compose.roles import Library
-from interlock.compose.spec import DeploymentSpec, load_deployment
+from interlock.compose.spec import DeploymentSpec, load_deployment, overlapping
 from interlock.engine import Engine, ownership
 from interlock.errors import ExitCode, InterlockError
 from interlock.model import Fixup
@@ -83,10 +82,21 @@ async def apply(
     spec, chosen = check(path, sites, name)
     e.check_sites(chosen)
     have = {n.name for n in e.store.nodes(spec.name) if n.status != "failed"}
+    making = False
     for g, names in node_names(spec).items():  # a request no site can meet fails here
         if set(names) - have:
+            making = True
             for site in chosen:
                 await e.choose(site, spec.groups[g].traits)
+    # The deployment's own ranges (pods, services) apart from the sites' networks, as the
+    # APIs show them before any node is made, and as the nodes show them after.
+    networks = [(f"network {n.name} of site {site}", c) for site in (chosen if making else [])
+                for n in (await e.metadata(site)).networks for c in n.cidrs]  # fmt: skip
+    networks += [(f"the network of {n.name}", n.facts.network_cidr)
+                 for n in e.store.nodes(spec.name) if n.facts]  # fmt: skip
+    clash = overlapping(spec, networks)
+    if clash:
+        raise yamlfile.field_error(path, *clash)
     other = [n for n in e.store.nodes(spec.name) if n.group is None]
     if other:
         raise InterlockError(
@@ -96,13 +106,14 @@ async def apply(
         )
     _record(e, spec, path, chosen)
     with running(e) as durable:
-        return await _make(e, durable, spec, chosen, progress, role_progress, retry=True)
+        return await _make(e, durable, spec, path, chosen, progress, role_progress, retry=True)
 
 
 async def _make(
     e: Engine,
     durable: Durable,
     spec: DeploymentSpec,
+    source: Path,
     sites: list[str],
     progress: Progress,
     role_progress: RoleProgress,
@@ -144,7 +155,13 @@ async def _make(
     ready = [n for n in e.store.nodes(spec.name) if n.status == "ready"]
     await _open_ports(e, spec, ready)
     await _read_facts(e, ready)
-    ran = _bind(e, spec, graph, retry)
+    facts_now = [(f"the network of {n.name}", n.facts.network_cidr)
+                 for n in e.store.nodes(spec.name) if n.facts]  # fmt: skip
+    clash = overlapping(spec, facts_now)  # where the site's API shows no ranges (metal)
+    if clash:
+        raise yamlfile.field_error(source, *clash)
+    _bind(e, spec, graph, retry)
+    runs = {r.id: r.runs for r in e.store.roles(spec.name)}
     roles = await converge(e, durable.converger, spec.name, graph, role_progress)
     return Applied(
         deployment=spec.name,
@@ -152,7 +169,7 @@ async def _make(
         roles=roles,
         added=[m[0] for m in missing],
         removed=sorted(surplus),
-        ran=[r.id for r in roles if r.id in ran and r.state != "pending"],
+        ran=[r.id for r in roles if r.runs > runs.get(r.id, 0)],
     )
 
 
@@ -227,15 +244,14 @@ async def _read_facts(e: Engine, nodes: list[NodeRecord]) -> None:
     await asyncio.gather(*(read(n) for n in nodes if n.facts is None and n.host_key))
 
 
-def _bind(e: Engine, spec: DeploymentSpec, graph: Graph, retry: bool) -> set[str]:
+def _bind(e: Engine, spec: DeploymentSpec, graph: Graph, retry: bool) -> None:
     """Node-roles on record as the graph says: new ones pending; gone ones forgotten;
-    errors and blocks retried (a new attempt); active ones whose inputs changed run
-    again. Returns the ids that will run."""
+    errors and blocks retried (a new attempt) where `retry`. Active ones whose inputs or
+    role changed are found by the walk, once what they wait for is active again."""
     have = {r.id: r for r in e.store.roles(spec.name)}
     for ident, old in have.items():
         if ident not in graph.bindings:
             e.store.forget_role(old.node, old.role)
-    will: set[str] = set()
     rank = {ident: i for i, ident in enumerate(order(graph))}
     for ident, b in graph.bindings.items():
         r = have.get(ident)
@@ -243,42 +259,15 @@ def _bind(e: Engine, spec: DeploymentSpec, graph: Graph, retry: bool) -> set[str
             e.store.put_role(
                 NodeRoleRecord(
                     deployment=spec.name, node=b.node, role=b.role, group=b.group,
-                    rank=rank[ident], workflow_id=_workflow_id(b.node, b.role, 1),
+                    rank=rank[ident], workflow_id=workflow_id(b.node, b.role, 1),
                 )
             )  # fmt: skip
-            will.add(ident)
         elif r.state in ("error", "blocked") and retry:
             attempt = r.attempt + 1
             e.store.update_role(
                 b.node, b.role, state="pending", attempt=attempt, blocked_by=None,
-                workflow_id=_workflow_id(b.node, b.role, attempt),
+                workflow_id=workflow_id(b.node, b.role, attempt),
             )  # fmt: skip
-            will.add(ident)
-        elif r.state in ("pending", "running"):
-            will.add(ident)
-    # Active ones whose inputs are not what they ran with (an attribute changed, a wanted
-    # one was re-provided): again, in the graph's order, once per apply.
-    changed = True
-    while changed:
-        changed = False
-        for ident, b in graph.bindings.items():
-            r = have.get(ident)
-            if r is None or r.state != "active" or ident in will:
-                continue
-            got = gather(e, spec.name, b.node, role_of(e, spec.name, b.role))
-            if got is not None and got.digest != r.digest:
-                attempt = r.attempt + 1
-                e.store.update_role(
-                    b.node, b.role, state="pending", attempt=attempt,
-                    workflow_id=_workflow_id(b.node, b.role, attempt),
-                )  # fmt: skip
-                will.add(ident)
-                changed = True
-    return will
-
-
-def _workflow_id(node: str, role: str, attempt: int) -> str:
-    return f"role-{node}-{role}-{attempt}-{uuid.uuid4().hex[:6]}"
 
 
 async def resume(e: Engine, progress: Progress, role_progress: RoleProgress) -> list[Applied]:
@@ -295,7 +284,16 @@ async def resume(e: Engine, progress: Progress, role_progress: RoleProgress) -> 
         spec = DeploymentSpec.model_validate(record.spec, context={"base": base})
         with running(e) as durable:
             out.append(
-                await _make(e, durable, spec, record.sites, progress, role_progress, retry=False)
+                await _make(
+                    e,
+                    durable,
+                    spec,
+                    Path(record.file),
+                    record.sites,
+                    progress,
+                    role_progress,
+                    retry=False,
+                )
             )
     return out
 

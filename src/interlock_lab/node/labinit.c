@@ -145,6 +145,23 @@ static void boot_systemd(const char *node_dir, const char *hostname, const char 
     must_mount(NULL, path, NULL, MS_REMOUNT | MS_BIND | safe, NULL);
     snprintf(path, sizeof path, "%s/proc/sysrq-trigger", merged);
     if (access(path, F_OK) == 0) read_only(path, safe);  /* kernels without sysrq */
+    /* The kernel tunables kubelet sets (it fails where it cannot): the node's own copies,
+     * holding what kubelet wants, so it finds them set and the host's stay untouched. */
+    static const char *tunables[][2] = {
+        {"vm/overcommit_memory", "1"}, {"vm/panic_on_oom", "0"}, {"kernel/panic", "10"},
+        {"kernel/panic_on_oops", "1"}, {"kernel/keys/root_maxkeys", "1000000"},
+        {"kernel/keys/root_maxbytes", "25000000"}, {NULL, NULL}};
+    for (int i = 0; tunables[i][0]; i++) {
+        char copy[4300], dst[4300];
+        snprintf(copy, sizeof copy, "%s/sysctl-%d", node_dir, i);
+        int fd = open(copy, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd < 0) die("write a node's sysctl copy");
+        if (write(fd, tunables[i][1], strlen(tunables[i][1])) < 0 || write(fd, "\n", 1) < 0)
+            die("write a node's sysctl copy");
+        close(fd);
+        snprintf(dst, sizeof dst, "%s/proc/sys/%s", merged, tunables[i][0]);
+        if (access(dst, F_OK) == 0) must_mount(copy, dst, NULL, MS_BIND, NULL);
+    }
 
     /* A fresh read-only sysfs (no udev, no host devices to take), cgroup2 on top. */
     must_mount("sysfs", at(merged, "sys"), "sysfs", safe | MS_RDONLY, NULL);
@@ -171,7 +188,9 @@ static void boot_systemd(const char *node_dir, const char *hostname, const char 
     static const char *links[][2] = {{"/proc/self/fd", "dev/fd"},
                                      {"/proc/self/fd/0", "dev/stdin"},
                                      {"/proc/self/fd/1", "dev/stdout"},
-                                     {"/proc/self/fd/2", "dev/stderr"}, {NULL, NULL}};
+                                     {"/proc/self/fd/2", "dev/stderr"},
+                                     /* kubelet's OOM watcher opens it (kind does the same) */
+                                     {"console", "dev/kmsg"}, {NULL, NULL}};
     for (int i = 0; links[i][0]; i++)
         if (symlink(links[i][0], at(merged, links[i][1])) != 0) die("link in /dev");
 

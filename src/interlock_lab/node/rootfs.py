@@ -45,7 +45,7 @@ MASKED = (
 )  # fmt: skip
 # Installed, but a fresh VM has them off: a role's `systemctl enable --now docker` turns
 # them on. Their enablement links on the host are whited out in the node.
-NOT_ENABLED = ("docker.service", "docker.socket", "containerd.service")
+NOT_ENABLED = ("docker.service", "docker.socket", "containerd.service", "etcd.service")
 TMPFS_DIRS = ("/var/lib/docker", "/var/lib/containerd")
 
 SSHD_CONFIG = """\
@@ -285,6 +285,38 @@ def _systemd(upper: Path, boot_delay: float) -> None:
         "[Install]\nWantedBy=multi-user.target\n",
     )
     _enable(upper, "interlock-firstboot.service", "multi-user.target")
+    _write(upper, "/usr/local/sbin/runc", RUNC_WRAPPER, 0o755)
+
+
+# This machine refuses to lower a process's oom_score_adj, even for root: runc then fails
+# to start a container that asks for less than its own ("can't get final child's PID from
+# pipe"), as kubelet asks for a pod's infrastructure container (-998). The node's runc
+# (first on PATH) raises such a request to what it may have; a lab concern, not the roles'.
+RUNC_WRAPPER = """\
+#!/bin/sh
+# interlock lab: clamp oomScoreAdj to what this machine allows, then the real runc.
+bundle=
+prev=
+for arg in "$@"; do
+    case "$prev" in --bundle|-b) bundle=$arg ;; esac
+    case "$arg" in --bundle=*) bundle=${arg#--bundle=} ;; esac
+    prev=$arg
+done
+if [ -n "$bundle" ] && [ -f "$bundle/config.json" ]; then
+    /usr/bin/python3 - "$bundle/config.json" "$(cat /proc/self/oom_score_adj)" <<'PY'
+import json, sys
+path, floor = sys.argv[1], int(sys.argv[2])
+with open(path) as f:
+    doc = json.load(f)
+process = doc.get("process") or {}
+if process.get("oomScoreAdj") is not None and process["oomScoreAdj"] < floor:
+    process["oomScoreAdj"] = floor
+    with open(path, "w") as f:
+        json.dump(doc, f)
+PY
+fi
+exec /usr/sbin/runc "$@"
+"""
 
 
 def _ssh_dir(upper: Path, who: Account) -> None:
