@@ -41,6 +41,15 @@ if ((${#need[@]})); then
   fi
 fi
 # The lab runs its own sshd in every node; the host's own sshd is not needed.
+# Nodes that boot systemd share root's inotify allowance with this host (128 by default):
+# a few dozen exhaust it and the next one stalls at boot. The lab raises it when it
+# starts; this keeps it across reboots (as kind and k3d ask their users to).
+if [ ! -f /etc/sysctl.d/60-interlock-lab.conf ]; then
+  printf '%s\n' '# interlock lab: systemd nodes share root'"'"'s inotify allowance' \
+    'fs.inotify.max_user_instances = 8192' 'fs.inotify.max_user_watches = 524288' \
+    > /etc/sysctl.d/60-interlock-lab.conf
+  sysctl -q -p /etc/sysctl.d/60-interlock-lab.conf || true
+fi
 
 if [ ! -x .venv/bin/python ]; then
   echo "creating .venv"

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from interlock_lab.fabric.forward import Forwarder, Guard, Target
 from interlock_lab.fabric.network import LabNetwork
-from interlock_lab.node import cgroups, sandbox
+from interlock_lab.node import cgroups, limits, sandbox
 from interlock_lab.node.initbin import init_binary
 from interlock_lab.node.rootfs import FirstBoot
 
@@ -39,6 +39,7 @@ class Runtime:
         self.run_dir = run_dir
         self.loop = loop
         self.init = init_binary(run_dir / "bin")
+        limits.raise_limits()  # systemd nodes share root's inotify allowance with the host
         # systemd nodes' cgroup directories go here (made with the first one).
         self.cgroup = cgroups.lab_cgroup(run_dir)
         self.nodes: dict[str, Node] = {}
