@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from typing import Any
 
 import yaml
 
-from interlock_lab import labdir
-from lablib import interlock, print_figures, private_lab
+from lablib import interlock, interlock_env, print_figures, private_lab
 
 
 def main() -> None:
@@ -30,8 +28,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     with private_lab(["aws"]) as (work, _lab):
-        env = {**os.environ, "INTERLOCK_HOME": str(work / "home"),
-               "INTERLOCK_SITES": str(work / "lab" / labdir.SITES)}  # fmt: skip
+        env = interlock_env(work)
         interlock(env, "lab", "image", "--out", str(work / "busybox.tar"))
         deploy = work / "swarm.yaml"
         deploy.write_text(yaml.safe_dump({

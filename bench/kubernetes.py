@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from interlock_lab import labdir
 from interlock_lab.node.cgroups import lab_cgroup
-from lablib import interlock, print_figures, private_lab
+from lablib import interlock, interlock_env, print_figures, private_lab
 
 
 def pss_mib(lab_dir: Path) -> float:
@@ -49,8 +47,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     with private_lab(["aws"]) as (work, _lab):
-        env = {**os.environ, "INTERLOCK_HOME": str(work / "home"),
-               "INTERLOCK_SITES": str(work / "lab" / labdir.SITES)}  # fmt: skip
+        env = interlock_env(work)
         _, found = interlock(env, "lab", "kubernetes", "--json")
         files = json.loads(found.stdout)["files"]
         interlock(env, "lab", "image", "--out", str(work / "busybox.tar"))

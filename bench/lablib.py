@@ -6,6 +6,7 @@ where another lab (a user's, a test suite's) holds them (interlock_lab.claims)."
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -71,6 +72,12 @@ def ec2_client(sites: dict[str, Any]) -> Any:
     from interlock.providers.aws import AwsProvider
 
     return AwsProvider("aws", AwsSite.model_validate(sites["sites"]["aws"])).ec2
+
+
+def interlock_env(work: Path) -> dict[str, str]:
+    """The environment of `interlock` on a private lab's sites, with a home in `work`."""
+    return {**os.environ, "INTERLOCK_HOME": str(work / "home"),
+            "INTERLOCK_SITES": str(work / "lab" / labdir.SITES)}  # fmt: skip
 
 
 def interlock(

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -196,6 +197,29 @@ class Engine:
         ref = site_key_ref(node)
         if await self.call(site, provider.key_exists, ref):
             await self.call(site, provider.delete_key, ref)
+
+    async def admitted(
+        self, site: str, server: str, ports: tuple[int, ...], sources: list[IPv4Network]
+    ) -> bool:
+        """Whether the node's security groups admit TCP on every port from `sources`."""
+        wall = await self.call(site, self.provider(site).firewall, server)
+        return all(wall.admits(p, sources) for p in ports)
+
+    async def open_own_group(
+        self,
+        site: str,
+        server: str,
+        deployment: str,
+        ports: tuple[int, ...],
+        sources: list[IPv4Network],
+    ) -> None:
+        """The deployment's own group (its ownership tags from creation; all traffic among
+        its members) admitting `ports` from `sources`, attached to the node."""
+        from interlock.firewall import group_name
+
+        provider = self.provider(site)
+        name, tags = group_name(deployment), ownership(deployment)
+        await self.call(site, provider.open_ports, server, name, ports, sources, tags)
 
     async def release_groups(self, site: str, deployment: str) -> None:
         """Delete the security groups (GCE: firewall rules) carrying `deployment`'s tag on

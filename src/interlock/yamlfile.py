@@ -191,10 +191,10 @@ def field_error(path: Path, fields: list[str | int], message: str) -> InterlockE
     is written (a default the file does not set has none) and the field."""
     line = None
     try:
-        _, tree = parse(path, read_text(path))
-        found = list(_path(yaml.safe_load(path.read_text()), fields))
+        data, tree = parse(path, read_text(path))
+        found = list(_path(data, fields))
         line = _line_of(tree, found) if found == fields else None
-    except (InterlockError, OSError, yaml.YAMLError):
+    except InterlockError:  # the file changed since it was read: no line, still the field
         pass
     where = f" (line {line})" if line else ""
     name = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in fields).replace(".[", "[")

@@ -151,7 +151,7 @@ class Allocator(DBOSConfiguredInstance):
         settings = e.sites.sites[site]
         sources = firewall.operator_sources(settings.ssh_from, ip)
         fixups: list[Fixup] = []
-        if not (await e.call(site, provider.firewall, server)).admits(firewall.SSH, sources):
+        if not await e.admitted(site, server, (firewall.SSH,), sources):
             named = settings.profile.security_group
             if named is not None:
                 group = await e.call(site, provider.attach_group, server, named)
@@ -161,9 +161,7 @@ class Allocator(DBOSConfiguredInstance):
                     raise AccessError(f"security group {named} (the profile's) {why}")
                 text = f"security group {group} (the profile's) attached"
             else:
-                name, tags = firewall.group_name(deployment), ownership(deployment)
-                ports = (firewall.SSH,)
-                await e.call(site, provider.open_ports, server, name, ports, sources, tags)
+                await e.open_own_group(site, server, deployment, (firewall.SSH,), sources)
                 text = f"security group allowing SSH from {firewall.shown(sources)} created"
             fixups.append(Fixup(step="firewall", text=text))
         e.progress(node, "public_address")  # and then step 5's end: SSH answers

@@ -21,7 +21,7 @@ from typing import Any
 from dbos import DBOS, DBOSConfiguredInstance, SetWorkflowID
 
 from interlock.compose import facts, runner
-from interlock.compose.graph import Graph
+from interlock.compose.graph import Graph, node_order
 from interlock.compose.roles import Role, load_role
 from interlock.engine import Engine
 from interlock.model import Frozen
@@ -67,7 +67,7 @@ def gather(e: Engine, deployment: str, node: str, role: Role) -> Inputs | None:
     for name, want in role.wants.items():
         givers = sorted(
             (r for (n, r_name), r in others.items() if r_name == want.role),
-            key=lambda r: _node_order(r.node),
+            key=lambda r: node_order(r.node),
         )
         if not givers or any(g.state != "active" for g in givers):
             return None
@@ -97,11 +97,6 @@ def _folder_digest(role: Role) -> str:
     return h.hexdigest()
 
 
-def _node_order(name: str) -> tuple[str, int]:
-    head, _, tail = name.rpartition("-")
-    return (head, int(tail)) if tail.isdigit() else (name, 0)
-
-
 @DBOS.dbos_class()
 class Converger(DBOSConfiguredInstance):
     """Node-role runs on one engine (see allocate.workflow.Allocator for the pattern)."""
@@ -111,8 +106,10 @@ class Converger(DBOSConfiguredInstance):
         super().__init__("interlock-compose")
 
     @DBOS.step()
-    async def begin(self, node: str, role: str) -> None:
-        self.e.store.update_role(node, role, state="running", error=None, blocked_by=None)
+    async def begin(self, node: str, role: str) -> int:
+        """The run starts; returns how many runs the node-role had before."""
+        nr = self.e.store.update_role(node, role, state="running", error=None, blocked_by=None)
+        return nr.runs
 
     @DBOS.step()
     async def inputs(self, deployment: str, node: str, role: str) -> Inputs:
@@ -133,36 +130,31 @@ class Converger(DBOSConfiguredInstance):
         return await runner.run(role_of(e, deployment, role), target, got.values, list(got.secret))
 
     @DBOS.step()
-    async def finish(self, node: str, role: str, got: Inputs, outcome: runner.Outcome) -> str:
-        store = self.e.store
-        runs = next((r.runs for r in store.roles(self._deployment(node, role))
-                     if r.node == node and r.role == role), 0)  # fmt: skip
+    async def finish(
+        self, deployment: str, node: str, role: str, runs: int, got: Inputs,
+        outcome: runner.Outcome,
+    ) -> str:  # fmt: skip
         shown = {k: v for k, v in got.values.items() if k not in got.secret}
         common: dict[str, Any] = dict(
             inputs_from=got.sources, shown_inputs=shown, tail=outcome.tail, runs=runs + 1,
             sessions=outcome.sessions, seconds=round(outcome.seconds, 2),
         )  # fmt: skip
         if outcome.ok:
-            role_def = role_of(self.e, self._deployment(node, role), role)
-            secret = [k for k, p in role_def.provides.items() if p.secret]
-            store.update_role(
-                node, role, state="active", outputs=outcome.outputs, secret=secret,
-                digest=got.digest, error=None, **common,
+            provides = role_of(self.e, deployment, role).provides
+            self.e.store.update_role(
+                node, role, state="active", outputs=outcome.outputs, digest=got.digest,
+                secret=[k for k, p in provides.items() if p.secret], error=None, **common,
             )  # fmt: skip
             return "active"
-        store.update_role(node, role, state="error", error=outcome.error, **common)
+        self.e.store.update_role(node, role, state="error", error=outcome.error, **common)
         return "error"
-
-    def _deployment(self, node: str, role: str) -> str:
-        record = self.e.store.get(node)
-        return record.deployment if record else ""
 
     @DBOS.workflow()
     async def run_node_role(self, deployment: str, node: str, role: str) -> str:
-        await self.begin(node, role)
+        runs = await self.begin(node, role)
         got = await self.inputs(deployment, node, role)
         outcome = await self.execute(deployment, node, role, got)
-        return await self.finish(node, role, got, outcome)
+        return await self.finish(deployment, node, role, runs, got, outcome)
 
 
 def workflow_id(node: str, role: str, attempt: int) -> str:

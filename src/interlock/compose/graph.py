@@ -38,7 +38,9 @@ class Graph:
         return out
 
     def of_role(self, role: str) -> list[Binding]:
-        return sorted((b for b in self.bindings.values() if b.role == role), key=_order)
+        return sorted(
+            (b for b in self.bindings.values() if b.role == role), key=lambda b: node_order(b.node)
+        )
 
 
 def node_names(spec: DeploymentSpec) -> dict[str, list[str]]:
@@ -69,7 +71,7 @@ def bind(spec: DeploymentSpec) -> Graph:
     return graph
 
 
-def _order(b: Binding) -> tuple[str, int]:
-    # web-worker-10 after web-worker-9
-    head, _, tail = b.node.rpartition("-")
-    return (head, int(tail)) if tail.isdigit() else (b.node, 0)
+def node_order(name: str) -> tuple[str, int]:
+    """Nodes in the order people count them: web-worker-10 after web-worker-9."""
+    head, _, tail = name.rpartition("-")
+    return (head, int(tail)) if tail.isdigit() else (name, 0)

@@ -153,11 +153,8 @@ def overlapping(
     and the problem; None where all stand apart."""
     import ipaddress
 
-    for role in spec.library.roles.values():
-        if role.name not in {
-            b for g in spec.groups.values() for b in spec.library.closure(g.roles)
-        }:
-            continue
+    used = {r for g in spec.groups.values() for r in spec.library.closure(g.roles)}
+    for role in (spec.library.roles[name] for name in sorted(used)):
         values = spec.attribute_values(role)
         for name, attr in role.attributes.items():
             if attr.type != "cidr" or not attr.apart_from_networks or name not in values:

@@ -16,7 +16,7 @@ from interlock.compose.converge import RoleProgress, converge, order, workflow_i
 from interlock.compose.graph import Graph, bind, node_names
 from interlock.compose.roles import Library
 from interlock.compose.spec import DeploymentSpec, load_deployment, overlapping
-from interlock.engine import Engine, ownership
+from interlock.engine import Engine
 from interlock.errors import ExitCode, InterlockError
 from interlock.model import Fixup
 from interlock.state import DeploymentRecord, NodeRecord, NodeRoleRecord, Progress
@@ -197,15 +197,10 @@ async def _open_ports(e: Engine, spec: DeploymentSpec, nodes: list[NodeRecord]) 
     for n in nodes:
         if not n.server_id or not n.public_ip:
             continue
-        provider = e.provider(n.site)
         sources = firewall.operator_sources(e.sites.sites[n.site].ssh_from, n.public_ip)
-        wall = await e.call(n.site, provider.firewall, n.server_id)
-        if all(wall.admits(p, sources) for p in ports):
+        if await e.admitted(n.site, n.server_id, ports, sources):
             continue
-        name, tags = firewall.group_name(spec.name), ownership(spec.name)
-        await e.call(
-            n.site, provider.open_ports, n.server_id, name, (firewall.SSH, *ports), sources, tags
-        )
+        await e.open_own_group(n.site, n.server_id, spec.name, (firewall.SSH, *ports), sources)
         text = f"ports {', '.join(map(str, ports))} opened from {firewall.shown(sources)}"
         fix = Fixup(step="firewall", text=text)
         if fix not in n.fixups:

@@ -1,5 +1,6 @@
 """A kubeconfig for a deployment's Kubernetes cluster, from what its control plane's
-node-role provides (endpoint on the public address, CA, the administrator's token)."""
+node-role provides (endpoint on the public address, CA, the administrator's token): the
+node-role that provides those, whichever role it is (a user's own control plane too)."""
 
 from __future__ import annotations
 
@@ -11,20 +12,19 @@ import yaml
 from interlock.engine import Engine
 from interlock.errors import ExitCode, InterlockError
 
-CONTROL_PLANE = "kubernetes-control-plane"  # the built-in role whose outputs say how
+NEEDED = ("public_endpoint", "ca_cert", "admin_token")  # what a control plane provides
 
 
 def write(e: Engine, deployment: str, path: Path) -> Path:
-    found = [r for r in e.store.roles(deployment) if r.role == CONTROL_PLANE]
+    found = [r for r in e.store.roles(deployment) if set(NEEDED) <= set(r.outputs)]
     if not found:
+        busy = [r.id for r in e.store.roles(deployment) if r.state != "active"]
+        why = f" yet ({', '.join(busy[:3])} not active: `interlock apply`)" if busy else ""
         raise InterlockError(
-            f"deployment {deployment!r} has no {CONTROL_PLANE} node-role", ExitCode.NOT_RUNNING
+            f"no node-role of deployment {deployment!r} provides a Kubernetes API{why}",
+            ExitCode.NOT_RUNNING,
         )
     r = found[0]
-    if r.state != "active":
-        raise InterlockError(
-            f"{r.node}/{CONTROL_PLANE} is {r.state}: `interlock apply` first", ExitCode.NOT_RUNNING
-        )
     out = r.outputs
     import base64
 
