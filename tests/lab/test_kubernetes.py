@@ -10,13 +10,14 @@ import json
 import subprocess
 import sys
 import urllib.request
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.lab.conftest import Cli, Lab, outstanding
+from tests.lab.conftest import Cli, Lab, outstanding, wait_for
 
 NODE_PORT = 30080
 WEB = """\
@@ -83,6 +84,14 @@ def deployment(tmp_path: Path, workers: int, found: dict[str, Any]) -> Path:
     return path
 
 
+def answer(url: str) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return str(r.read().decode())
+    except OSError:
+        return None
+
+
 class Kubectl:
     def __init__(self, binary: Path, config: Path) -> None:
         self.base = [str(binary), "--kubeconfig", str(config)]
@@ -121,9 +130,11 @@ def test_a_cluster_from_the_roles_on_aws(lab: Lab, cli: Cli, tmp_path: Path) -> 
     cluster_ip = kubectl.json("get", "service", "web")["spec"]["clusterIP"]
     assert "interlock-lab/busybox:1" in kubectl(*fetch, f"http://{cluster_ip}/")
     workers = {n["name"]: n for n in done["nodes"] if n["group"] == "worker"}
-    url = f"http://{workers['kube-worker-1']['public_ip']}:{NODE_PORT}/"
-    with urllib.request.urlopen(url, timeout=10) as r:
-        assert "interlock-lab/busybox:1" in r.read().decode()
+    # kube-proxy programs the NodePort a moment after the rollout: until then, resets.
+    for worker in workers.values():
+        url = f"http://{worker['public_ip']}:{NODE_PORT}/"
+        page = wait_for(f"NodePort on {worker['name']}", partial(answer, url))
+        assert "interlock-lab/busybox:1" in page
     assert kubectl("logs", other["metadata"]["name"]) is not None
     # A third worker by raising the count: it joins, and every node routes to its pods.
     more = cli.json("apply", str(deployment(tmp_path, 3, found)), "--site", "aws")
