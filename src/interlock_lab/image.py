@@ -26,7 +26,8 @@ TAG = "interlock-lab/busybox:1"
 PAUSE_TAG = "interlock-lab/pause:1"
 PAUSE_CMD = ["/bin/busybox", "sleep", "2147483647"]
 BUSYBOX = Path("/bin/busybox")  # Debian's busybox-static
-CMD = ["/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www"]
+# -v: each request's client and status on stderr, so `docker logs`/`kubectl logs` show them.
+CMD = ["/bin/busybox", "httpd", "-f", "-v", "-p", "80", "-h", "/www"]
 CREATED = "2026-01-01T00:00:00Z"
 INDEX = """\
 <!doctype html>

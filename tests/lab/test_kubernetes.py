@@ -106,18 +106,31 @@ class Kubectl:
         return json.loads(self(*args, "-o", "json"))
 
 
-def test_a_cluster_from_the_roles_on_aws(lab: Lab, cli: Cli, tmp_path: Path) -> None:
-    found = binaries()
-    before = outstanding(lab, "aws")
-    done = cli.json("apply", str(deployment(tmp_path, 2, found)), "--site", "aws")
-    assert done["converged"], [(r["id"] if "id" in r else r["node"], r["error"])
+def converges(cli: Cli, path: Path, site: str) -> dict[str, Any]:
+    done: dict[str, Any] = cli.json("apply", str(path), "--site", site)
+    assert done["converged"], [(r["node"], r["role"], r["error"])
                                for r in done["node_roles"] if r["state"] != "active"]  # fmt: skip
+    return done
+
+
+def ready_nodes(kubectl: Kubectl) -> list[str]:
+    return sorted(
+        n["metadata"]["name"] for n in kubectl.json("get", "nodes")["items"]
+        if any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"]["conditions"])
+    )  # fmt: skip
+
+
+def cluster_serves(
+    cli: Cli, done: dict[str, Any], found: dict[str, Any], tmp_path: Path
+) -> Kubectl:
+    """What a user checks of a new cluster, from the host: kubectl through `interlock
+    kubeconfig`, every worker Ready, a 3-replica Deployment over both workers, pod to pod
+    across nodes, the ClusterIP and the NodePort Services, exec and logs."""
     config = tmp_path / "kube.kubeconfig"
     cli("kubeconfig", "kube", "--out", str(config))
     assert config.stat().st_mode & 0o777 == 0o600
     kubectl = Kubectl(Path(found["folder"]) / "kubectl", config)
-    nodes = kubectl.json("get", "nodes")["items"]
-    assert sorted(n["metadata"]["name"] for n in nodes) == ["kube-worker-1", "kube-worker-2"]
+    assert ready_nodes(kubectl) == ["kube-worker-1", "kube-worker-2"]
     kubectl("apply", "-f", "-", stdin=WEB)
     kubectl("rollout", "status", "deployment/web", "--timeout=120s")
     pods = kubectl.json("get", "pods", "-l", "app=web")["items"]
@@ -129,23 +142,54 @@ def test_a_cluster_from_the_roles_on_aws(lab: Lab, cli: Cli, tmp_path: Path) -> 
     assert "interlock-lab/busybox:1" in kubectl(*fetch, f"http://{other['status']['podIP']}/")
     cluster_ip = kubectl.json("get", "service", "web")["spec"]["clusterIP"]
     assert "interlock-lab/busybox:1" in kubectl(*fetch, f"http://{cluster_ip}/")
-    workers = {n["name"]: n for n in done["nodes"] if n["group"] == "worker"}
     # kube-proxy programs the NodePort a moment after the rollout: until then, resets.
-    for worker in workers.values():
+    for worker in (n for n in done["nodes"] if n["group"] == "worker"):
         url = f"http://{worker['public_ip']}:{NODE_PORT}/"
         page = wait_for(f"NodePort on {worker['name']}", partial(answer, url))
         assert "interlock-lab/busybox:1" in page
-    assert kubectl("logs", other["metadata"]["name"]) is not None
+    # The pod served the requests above: httpd -v logs each one's status.
+    assert "response:200" in kubectl("logs", other["metadata"]["name"])
+    return kubectl
+
+
+def test_a_cluster_from_the_roles_on_aws_grows_by_a_worker(
+    lab: Lab, cli: Cli, tmp_path: Path
+) -> None:
+    found = binaries()
+    before = outstanding(lab, "aws")
+    done = converges(cli, deployment(tmp_path, 2, found), "aws")
+    kubectl = cluster_serves(cli, done, found, tmp_path)
     # A third worker by raising the count: it joins, and every node routes to its pods.
-    more = cli.json("apply", str(deployment(tmp_path, 3, found)), "--site", "aws")
-    assert more["converged"] and more["added"] == ["kube-worker-3"]
+    more = converges(cli, deployment(tmp_path, 3, found), "aws")
+    assert more["added"] == ["kube-worker-3"]
     rerouted = {r["node"] for r in more["node_roles"] if r["role"] == "pod-routes"
                 and r["runs"] == 2}  # fmt: skip
     assert rerouted == {"kube-worker-1", "kube-worker-2"}
-    ready = [
-        n["metadata"]["name"] for n in kubectl.json("get", "nodes")["items"]
-        if any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"]["conditions"])
-    ]  # fmt: skip
-    assert sorted(ready) == ["kube-worker-1", "kube-worker-2", "kube-worker-3"]
+    assert ready_nodes(kubectl) == ["kube-worker-1", "kube-worker-2", "kube-worker-3"]
     cli("down", "kube")
     assert outstanding(lab, "aws") == before
+
+
+def test_the_same_file_makes_a_cluster_on_metal(lab: Lab, cli: Cli, tmp_path: Path) -> None:
+    found = binaries()
+    before = outstanding(lab, "metal")
+    done = converges(cli, deployment(tmp_path, 2, found), "metal")
+    cluster_serves(cli, done, found, tmp_path)
+    cli("down", "kube")
+    assert outstanding(lab, "metal") == before
+
+
+def test_a_pod_range_over_the_sites_network_is_refused_before_anything_is_made(
+    lab: Lab, cli: Cli, tmp_path: Path
+) -> None:
+    before = outstanding(lab, "aws")
+    path = deployment(tmp_path, 2, binaries())
+    doc = yaml.safe_load(path.read_text())
+    doc["attributes"]["kubernetes-control-plane"] = {"pod_cidr": "172.16.0.0/12"}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    done = cli("apply", str(path), "--site", "aws", check=False)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.count("\n") == 1
+    assert "attributes.kubernetes-control-plane.pod_cidr" in done.stderr
+    assert "172.16.0.0/12 overlaps network" in done.stderr and "of site aws" in done.stderr
+    assert cli.json("ls") == [] and outstanding(lab, "aws") == before
