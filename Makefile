@@ -37,6 +37,7 @@ bench: install
 	$(BIN)/python bench/openstack.py
 	$(BIN)/python bench/conform.py
 	$(BIN)/python bench/compose.py
+	$(BIN)/python bench/kubernetes.py
 
 demo: install
 	$(BIN)/interlock lab up
