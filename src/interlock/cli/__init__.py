@@ -12,7 +12,7 @@ import sys
 import typer
 
 from interlock import __version__
-from interlock.cli import access, compose, conform, nodes
+from interlock.cli import access, compose, conform, nodes, serve
 from interlock.cli.render import console
 from interlock.errors import InterlockError
 
@@ -26,6 +26,7 @@ app = typer.Typer(
 nodes.register(app)
 access.register(app)
 compose.register(app)
+serve.register(app)
 app.add_typer(conform.app, name="conform")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -75,7 +75,9 @@ def apply(
 
     done = asyncio.run(service.apply(e, file, sites, node_progress, role_progress, name))
     if as_json:
-        print(json.dumps(_applied_json(done), indent=2))
+        from interlock.views import AppliedView
+
+        print(AppliedView.of(done).model_dump_json(indent=2))
     else:
         _summary(done)
     if not done.converged or any(n.status != "ready" for n in done.nodes):
@@ -116,9 +118,9 @@ def status(
         return
     record, nodes, records = service.status(engine(sites_file), name)
     if as_json:
-        print(json.dumps({"deployment": record.name, "file": record.file,
-                          "sites": record.sites, **_state_json(nodes, records)},
-                         indent=2))  # fmt: skip
+        from interlock.views import DeploymentStatus
+
+        print(DeploymentStatus.of(record, nodes, records).model_dump_json(indent=2))
         return
     counts: dict[str, int] = {}
     for r in records:
@@ -132,19 +134,15 @@ def status(
 def _deployments(
     found: list[tuple[DeploymentRecord, list[NodeRecord], list[NodeRoleRecord]]], as_json: bool
 ) -> None:
-    rows: list[dict[str, Any]] = [
-        {"deployment": d.name, "sites": d.sites, "nodes": len(nodes),
-         "ready": sum(n.status == "ready" for n in nodes),
-         "node_roles": {s: sum(r.state == s for r in records) for s in MARK
-                        if any(r.state == s for r in records)}}
-        for d, nodes, records in found
-    ]  # fmt: skip
+    from interlock.views import DeploymentSummary
+
+    rows = [DeploymentSummary.of(d, nodes, records) for d, nodes, records in found]
     if as_json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
         return
     shown = [
-        (r["deployment"], ",".join(r["sites"]), f"{r['ready']}/{r['nodes']}",
-         ", ".join(f"{v} {k}" for k, v in r["node_roles"].items()) or "-")
+        (r.deployment, ",".join(r.sites), f"{r.ready}/{r.nodes}",
+         ", ".join(f"{v} {k}" for k, v in r.node_roles.items()) or "-")
         for r in rows
     ]  # fmt: skip
     render.table(out, render.plain_table(("deployment", "sites", "ready", "node-roles"), shown))
@@ -193,28 +191,6 @@ def _run_order(records: list[NodeRoleRecord]) -> list[NodeRoleRecord]:
     return sorted(records, key=lambda r: (r.rank, r.role))
 
 
-def _state_json(nodes: list[NodeRecord], records: list[NodeRoleRecord]) -> dict[str, Any]:
-    return {
-        "nodes": [n.model_dump(mode="json", exclude={"traits"}) for n in nodes],
-        "node_roles": [
-            {**r.model_dump(mode="json", exclude={"outputs"}), "outputs": r.shown_outputs()}
-            for r in records
-        ],
-    }
-
-
-def _applied_json(done: Applied) -> dict[str, Any]:
-    return {
-        "deployment": done.deployment,
-        "converged": done.converged,
-        "changed": done.changed,
-        "added": done.added,
-        "removed": done.removed,
-        "ran": done.ran,
-        **_state_json(done.nodes, done.roles),
-    }
-
-
 def roles(
     roles_from: RolesFromOpt = None,
     as_json: JsonOpt = False,
@@ -225,8 +201,10 @@ def roles(
     lib = service.library(roles_from or [])
     found = sorted(lib.roles.values(), key=lambda r: r.name)
     if as_json:
-        print(json.dumps([r.model_dump(mode="json") | {"folder": str(r.folder)}
-                          for r in found], indent=2))  # fmt: skip
+        from interlock.views import RoleView
+
+        shown = [RoleView.model_validate({**r.model_dump(), "folder": r.folder}) for r in found]
+        print(json.dumps([r.model_dump(mode="json") for r in shown], indent=2))
         return
     rows = [
         (r.name, "script" if r.script else "playbook", ", ".join(r.requires) or "-",

@@ -40,24 +40,15 @@ def register(app: typer.Typer) -> None:
 
 def sites(sites_file: SitesOpt = None, as_json: JsonOpt = False) -> None:
     """List the configured sites."""
+    from interlock.views import SiteSummary
+
     e = engine(sites_file)
-    rows: list[dict[str, Any]] = [
-        {
-            "site": name,
-            "provider": cfg.provider,
-            "region": cfg.region,
-            "concurrency": cfg.limits.concurrency,
-            "rate": cfg.limits.rate,
-        }
-        for name, cfg in e.sites.sites.items()
-    ]
+    rows = [SiteSummary.of(name, cfg) for name, cfg in e.sites.sites.items()]
     if as_json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
         return
     columns = ("site", "provider", "region", "concurrency", "rate/s")
-    shown = [
-        (r["site"], r["provider"], r["region"], r["concurrency"], f"{r['rate']:g}") for r in rows
-    ]
+    shown = [(r.site, r.provider, r.region, r.concurrency, f"{r.rate:g}") for r in rows]
     render.table(out, render.plain_table(columns, shown))
 
 
@@ -139,7 +130,9 @@ def ls_(sites_file: SitesOpt = None, as_json: JsonOpt = False) -> None:
 
     found = deploy.nodes(engine(sites_file))
     if as_json:
-        print(json.dumps([n.model_dump(exclude={"traits"}) for n in found], indent=2))
+        from interlock.views import NodeView
+
+        print(json.dumps([NodeView.of(n).model_dump(mode="json") for n in found], indent=2))
     else:
         render.nodes(out, found)
 
@@ -194,9 +187,10 @@ def _live(
 
 def _report(nodes: list[NodeRecord], as_json: bool) -> None:
     from interlock.errors import ExitCode
+    from interlock.views import NodeView
 
     if as_json:
-        print(json.dumps([n.model_dump(exclude={"traits"}) for n in nodes], indent=2))
+        print(json.dumps([NodeView.of(n).model_dump(mode="json") for n in nodes], indent=2))
     else:
         render.nodes(out, nodes, "result")
     if any(n.status != "ready" for n in nodes):

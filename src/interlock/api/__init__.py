@@ -1,0 +1,1 @@
+"""interlock's HTTP API (`interlock serve`): the services the CLI uses, over FastAPI."""

@@ -1,0 +1,302 @@
+"""The HTTP API: the services the CLI uses, behind a bearer token, as typed views.
+
+Every route under /api/v1 needs the token; errors a user can act on keep the CLI's
+message (bad input 422, not found 404, this machine lacks something 503).
+"""
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from pydantic import BaseModel, Field
+
+from interlock import __version__
+from interlock.api import token as tokens
+from interlock.api.jobs import Job, Jobs, JobView
+from interlock.engine import Engine, open_engine
+from interlock.errors import ExitCode, InterlockError
+from interlock.model import Choice, Traits
+from interlock.state.records import Fact, NodeRecord, NodeRoleRecord
+from interlock.views import (
+    AppliedView,
+    DeploymentStatus,
+    DeploymentSummary,
+    NodeView,
+    RoleView,
+    SiteSummary,
+)
+
+STATUS = {
+    ExitCode.BAD_INPUT: 422,
+    ExitCode.NOT_RUNNING: 404,
+    ExitCode.ENVIRONMENT: 503,
+    ExitCode.FAILURE: 502,  # a site's API or a node failed what was asked of it
+}
+
+
+class SiteDetail(SiteSummary):
+    facts: list[Fact]  # what interlock learned of the site's behaviour
+    verdict: str | None  # of the latest conformance run that covered it
+    run: str | None
+
+
+class ApplyRequest(BaseModel):
+    model_config = {"extra": "forbid"}
+    file: str = Field(description="The deployment file, a path on the server's machine.")
+    sites: list[str] = Field(default=[], description="Sites in order of preference "
+                             "(default: the file's).")  # fmt: skip
+    name: str | None = Field(default=None, description="Deployment name instead of the file's.")
+
+
+class ConformRequest(BaseModel):
+    model_config = {"extra": "forbid"}
+    sites: list[str] = Field(default=[], description="Sites to test (default: all).")
+    baseline: str | None = Field(default="aws", description="The yardstick site (null: none).")
+
+
+class PlanRequest(BaseModel):
+    model_config = {"extra": "forbid"}
+    sites: list[str] = Field(default=[], description="Sites to plan on (default: all).")
+    traits: Traits
+
+
+def create(sites_file: Path | None, token: str) -> FastAPI:
+    app = FastAPI(
+        title="interlock",
+        version=__version__,
+        description="Nodes, deployments and conformance of interlock's sites. Every "
+        "/api/v1 route needs `Authorization: Bearer TOKEN` (`interlock serve --show-token`).",
+    )
+    bearer = HTTPBearer(auto_error=False)
+
+    def authorized(
+        given: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> None:
+        if given is None or not tokens.matches(given.credentials, token):
+            raise HTTPException(
+                401,
+                "a bearer token is needed: Authorization: Bearer TOKEN "
+                "(interlock serve --show-token)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    def engine() -> Iterator[Engine]:
+        e = open_engine(sites_file)
+        try:
+            yield e
+        finally:
+            e.store.close()
+
+    Eng = Annotated[Engine, Depends(engine)]
+    api = APIRouter(prefix="/api/v1", dependencies=[Depends(authorized)])
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, e: RequestValidationError) -> JSONResponse:
+        # Where and what, never the value given: it may be something secret pasted.
+        shown = [{k: err[k] for k in ("loc", "msg", "type") if k in err} for err in e.errors()]
+        return JSONResponse({"detail": shown}, status_code=422)
+
+    @app.exception_handler(InterlockError)
+    async def _interlock_error(_: Request, e: InterlockError) -> JSONResponse:
+        return JSONResponse({"detail": str(e)}, status_code=STATUS.get(e.code, 500))
+
+    @api.get("/sites", response_model=list[SiteSummary])
+    def sites(e: Eng) -> list[SiteSummary]:
+        return [SiteSummary.of(n, cfg) for n, cfg in e.sites.sites.items()]
+
+    @api.get("/sites/{name}", response_model=SiteDetail)
+    def site(name: str, e: Eng) -> SiteDetail:
+        from interlock.services import conform
+
+        cfg = e.sites.sites.get(name)
+        if cfg is None:
+            raise HTTPException(404, f"unknown site {name!r}")
+        latest = next((r for r in conform.history() if name in r["verdicts"]), None)
+        return SiteDetail(
+            **dict(SiteSummary.of(name, cfg)),
+            facts=e.store.facts(name),
+            verdict=latest["verdicts"][name] if latest else None,
+            run=latest["id"] if latest else None,
+        )
+
+    @api.post("/plan", response_model=dict[str, Choice])
+    async def plan(body: PlanRequest, e: Eng) -> dict[str, Choice]:
+        """Per site, what a node would get, and why. Creates nothing."""
+        from interlock.services import deploy
+
+        return await deploy.plan(e, body.sites or list(e.sites.sites), body.traits)
+
+    @api.get("/nodes", response_model=list[NodeView])
+    def nodes(e: Eng, deployment: str | None = None) -> list[NodeView]:
+        return [NodeView.of(n) for n in e.store.nodes(deployment)]
+
+    @api.get("/nodes/{name}", response_model=NodeView)
+    def node(name: str, e: Eng) -> NodeView:
+        found = e.store.get(name)
+        if found is None:
+            raise HTTPException(404, f"no node {name!r}")
+        return NodeView.of(found)
+
+    @api.get("/deployments", response_model=list[DeploymentSummary])
+    def deployments(e: Eng) -> list[DeploymentSummary]:
+        from interlock.services import apply
+
+        return [DeploymentSummary.of(*found) for found in apply.deployments(e)]
+
+    @api.get("/deployments/{name}", response_model=DeploymentStatus)
+    def deployment(name: str, e: Eng) -> DeploymentStatus:
+        from interlock.services import apply
+
+        return DeploymentStatus.of(*apply.status(e, name))
+
+    @api.get("/roles", response_model=list[RoleView])
+    def roles() -> list[RoleView]:
+        from interlock.services import apply
+
+        found = sorted(apply.library([]).roles.values(), key=lambda r: r.name)
+        return [RoleView.model_validate({**r.model_dump(), "folder": r.folder}) for r in found]
+
+    @api.get("/conform/runs")
+    def conform_runs() -> list[dict[str, Any]]:
+        """Every conformance run kept, newest first, with each site's verdict."""
+        from interlock.services import conform
+
+        return conform.history()
+
+    @api.get("/conform/runs/{run}")
+    def conform_run(run: str) -> dict[str, Any]:
+        """A run's whole report (`latest`: the newest); schema in docs/conformance.md."""
+        from interlock.services import conform
+
+        with conform.results() as store:
+            return store.get(run)
+
+    @api.get("/conform/compare")
+    def conform_compare(a: str, b: str) -> list[dict[str, Any]]:
+        """Two runs capability by capability (ids, or `latest`), or two sites' latest."""
+        from interlock.services import conform
+
+        return conform.compared(a, b)
+
+    jobs = Jobs()
+
+    def started(job: Job) -> JSONResponse:
+        return JSONResponse(job.view.model_dump(mode="json"), status_code=202,
+                            headers={"Location": f"/api/v1/jobs/{job.view.id}"})  # fmt: skip
+
+    @api.post("/deployments", status_code=202, response_model=JobView)
+    def apply(body: ApplyRequest) -> JSONResponse:
+        """Make a deployment what its file says (as `interlock apply`): checked now (a bad
+        file is 422, nothing made), then a job; follow /api/v1/jobs/{id}/events."""
+        from interlock.services import apply as service
+
+        path = Path(body.file)
+        spec, chosen = service.check(path, body.sites or None, body.name)
+
+        async def work(job: Job) -> dict[str, Any]:
+            e = open_engine(sites_file)
+            try:
+                done = await service.apply(
+                    e, path, chosen, nodes_said(job), roles_said(job), body.name
+                )
+            finally:
+                e.store.close()
+            return AppliedView.of(done).model_dump(mode="json")
+
+        return started(jobs.start("apply", spec.name, work))
+
+    @api.delete("/deployments/{name}", status_code=202, response_model=JobView)
+    def down(name: str, e: Eng) -> JSONResponse:
+        """Release the deployment's nodes (as `interlock down NAME`), as a job."""
+        from interlock.services import deploy
+
+        if not e.store.nodes(name) and e.store.deployment(name) is None:
+            raise HTTPException(404, f"no deployment {name!r}")
+
+        async def work(job: Job) -> dict[str, Any]:
+            e = open_engine(sites_file)
+            try:
+                done = await deploy.down(e, name)
+            finally:
+                e.store.close()
+            if done.kept:
+                raise InterlockError(f"not released (down again): {', '.join(done.kept)}")
+            return {"released": done.released}
+
+        return started(jobs.start("down", name, work))
+
+    @api.post("/conform/runs", status_code=202, response_model=JobView)
+    def conform_start(body: ConformRequest) -> JSONResponse:
+        """Run conformance (as `interlock conform run`) as a job; its result names the
+        run, whose report is /api/v1/conform/runs/{run}."""
+        from interlock.services import conform
+
+        plan = conform.plan(body.sites, None, body.baseline, sites_file)
+
+        async def work(job: Job) -> dict[str, Any]:
+            outcome = await conform.run(plan, sites_file=sites_file)
+            verdicts = {s: d["verdict"] for s, d in outcome.report["sites"].items()}
+            return {"run": outcome.report["run"]["id"], "verdicts": verdicts}
+
+        return started(jobs.start("conform", ",".join(plan.sites), work))
+
+    def found_job(job_id: str) -> Job:
+        found = jobs.get(job_id)
+        if found is None:
+            raise HTTPException(404, f"no job {job_id!r} on this server")
+        return found
+
+    FoundJob = Annotated[Job, Depends(found_job)]
+
+    @api.get("/jobs", response_model=list[JobView])
+    def all_jobs() -> list[JobView]:
+        """This server's jobs, newest first."""
+        return jobs.all()
+
+    @api.get("/jobs/{job_id}", response_model=JobView)
+    def job(found: FoundJob) -> JobView:
+        return found.view
+
+    @api.get("/jobs/{job_id}/events", response_class=EventSourceResponse)
+    async def job_events(
+        found: FoundJob, last_event_id: Annotated[int, Header()] = -1
+    ) -> AsyncIterator[ServerSentEvent]:
+        """The job's events as server-sent events (progress, then done or failed), from
+        the first (or after Last-Event-ID); the stream ends with the job."""
+        async for ev in found.follow(last_event_id):
+            yield ServerSentEvent(data=ev.model_dump(mode="json"), event=ev.kind, id=str(ev.seq))
+
+    app.include_router(api)
+    return app
+
+
+def nodes_said(job: Job) -> Callable[[list[NodeRecord]], None]:
+    """A job's progress lines from node records, each change once (as the CLI prints)."""
+    seen: dict[str, str] = {}
+
+    def said(nodes: list[NodeRecord]) -> None:
+        for n in nodes:
+            state = f"{n.status} {n.stage}".strip()
+            if seen.get(n.name) != state:
+                job.progress(f"{n.name} [{n.site or '-'}] {state}")
+            seen[n.name] = state
+
+    return said
+
+
+def roles_said(job: Job) -> Callable[[list[NodeRoleRecord]], None]:
+    seen: dict[str, str] = {}
+
+    def said(records: list[NodeRoleRecord]) -> None:
+        for r in records:
+            if seen.get(r.id) != r.state:
+                why = f": {r.error or r.blocked_by}" if r.state in ("error", "blocked") else ""
+                job.progress(f"{r.id} {r.state}{why}")
+            seen[r.id] = r.state
+
+    return said
