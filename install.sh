@@ -10,7 +10,8 @@ DEBS=(python3 python3-venv python3-dev gcc libc6-dev make openssh-server openssh
       iproute2 util-linux sudo openssl procps ca-certificates nftables
       mariadb-server mariadb-client rabbitmq-server tini  # these four: the lab's OpenStack
       systemd dbus docker.io busybox-static  # nodes that boot systemd; Docker in them
-      golang-go etcd-server containernetworking-plugins)  # Kubernetes on lab nodes
+      golang-go etcd-server containernetworking-plugins  # Kubernetes on lab nodes
+      chromium chromium-driver)  # the web UI's tests run in a real browser
 PY=${PYTHON:-python3}
 
 need=()
@@ -100,6 +101,8 @@ if [ "${1:-}" != "--no-demo" ]; then
   echo "== interlock conform run"
   $il conform run || true
   echo
+  echo "Web UI:       .venv/bin/interlock serve, then http://127.0.0.1:8750"
+  echo "              (sign in with the token .venv/bin/interlock serve --show-token prints)"
   echo "Log in:       .venv/bin/interlock ssh demo-aws-1"
   echo "Release:      .venv/bin/interlock down --all"
   echo "Stop the lab: .venv/bin/interlock lab down"

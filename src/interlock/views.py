@@ -11,7 +11,13 @@ from pydantic import BaseModel, Field
 
 from interlock.compose.roles import Role
 from interlock.config import SiteConfig
-from interlock.state.records import DeploymentRecord, NodeRecord, NodeRoleRecord, RoleState
+from interlock.state.records import (
+    DeploymentRecord,
+    Fact,
+    NodeRecord,
+    NodeRoleRecord,
+    RoleState,
+)
 
 if TYPE_CHECKING:
     from interlock.services.apply import Applied
@@ -111,6 +117,12 @@ class SiteSummary(BaseModel):
             site=name, provider=cfg.provider, region=cfg.region,
             concurrency=cfg.limits.concurrency, rate=cfg.limits.rate,
         )  # fmt: skip
+
+
+class SiteDetail(SiteSummary):
+    facts: list[Fact]  # what interlock learned of the site's behaviour
+    verdict: str | None  # of the latest conformance run that covered it
+    run: str | None
 
 
 class RoleView(Role):

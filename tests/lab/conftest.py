@@ -12,17 +12,20 @@ import os
 import queue
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import asyncssh
 import boto3
+import httpx
 import pytest
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_exponential
 
@@ -270,3 +273,49 @@ def cli(lab: Lab, tmp_path: Path) -> Iterator[Cli]:
 
 def outstanding(lab: Lab, site: str) -> list[dict[str, Any]]:
     return lab.client.ledger(site, outstanding=True)
+
+
+# -- interlock serve, for the API and UI tests --------------------------------------
+
+
+@dataclass
+class Server:
+    url: str
+    token: str
+    process: subprocess.Popen[str]
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=60,
+                            headers={"Authorization": f"Bearer {self.token}"})  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def answers(url: str) -> bool | None:
+    try:
+        httpx.get(f"{url}/openapi.json", timeout=5)
+        return True
+    except httpx.TransportError:
+        return None
+
+
+@pytest.fixture
+def server(cli: Cli, tmp_path: Path) -> Iterator[Server]:
+    port = free_port()
+    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 (closed below)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "interlock", "serve", "--port", str(port)],
+        env=cli.env, stdout=log, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for("interlock serve", lambda: process.poll() is None and answers(url))
+        yield Server(url, cli("serve", "--show-token").stdout.strip(), process)
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+        log.close()

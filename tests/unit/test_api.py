@@ -218,3 +218,71 @@ def test_no_response_shows_a_secret(api: tuple[httpx.Client, Any]) -> None:
     seen.append(client.get("/api/v1/deployments/web").text)
     assert all(CANARY not in text for text in seen)
     assert all(tokens.ensure() not in text for text in seen)
+
+
+def test_pages_need_signing_in_and_a_wrong_token_is_refused(
+    api: tuple[httpx.Client, Any],
+) -> None:
+    client, _ = api
+    browser = httpx.Client(base_url=client.base_url, timeout=30)
+    for path in ("/", "/deployments/web", "/nodes/web-worker-1", "/sites/dc1", "/conform",
+                 "/apply"):  # fmt: skip
+        r = browser.get(path)
+        assert r.status_code == 303 and r.headers["location"].startswith("/login?after=")
+    r = browser.post("/login", data={"token": "wrong", "after": "/nodes/web-worker-1"})
+    assert r.status_code == 401 and "not this server" in r.text
+    assert "interlock_token" not in browser.cookies
+    r = browser.post("/login", data={"token": tokens.ensure(), "after": "//elsewhere.example"})
+    assert r.status_code == 303 and r.headers["location"] == "/"
+    assert "httponly" in r.headers["set-cookie"].lower()
+    assert "samesite=strict" in r.headers["set-cookie"].lower()
+    # Signed in: every page renders what the store holds, and no secret.
+    pages = {
+        "/": ["web", "dc1", "aws"],
+        "/deployments/web": ["swarm-manager", "swarm-worker", "exit 1", 'data-state="error"'],
+        "/nodes/web-worker-1": ["web-worker-1", "swarm-worker", "127.0.0.9"],
+        "/sites/dc1": ["login_user", "logged in as root"],
+        "/conform": ["No run yet"],
+        "/apply": ["apply-form", "dc1"],
+    }
+    for path, shows in pages.items():
+        r = browser.get(path)
+        assert r.status_code == 200, (path, r.status_code, r.text[:300])
+        assert all(s in r.text for s in shows), path
+        assert CANARY not in r.text and tokens.ensure() not in r.text
+    assert browser.get("/deployments/nope").status_code == 404
+    browser.post("/logout")
+    assert browser.get("/").status_code == 303
+
+
+def test_the_conformance_page_shows_the_matrix_and_each_site_s_history(
+    api: tuple[httpx.Client, Any],
+) -> None:
+    from interlock.services import conform
+
+    client, _ = api
+    with conform.results() as store:
+        for i, (verdict, seconds) in enumerate([("NO", 9.5), ("PARTIAL", 4.25), ("YES", 3.5)]):
+            store.save({
+                "run": {"id": f"run-{i}", "started": 1_790_000_000 + i * 3600, "guideline": "g",
+                        "baseline": None},
+                "capabilities": {"ssh-ready": {"description": "SSH soon", "status": "required"}},
+                "sites": {"dc1": {"verdict": "pass" if verdict == "YES" else "fail",
+                                  "capabilities": {"ssh-ready": {
+                                      "status": "required", "verdict": verdict,
+                                      "fixups": ["root login enabled"] if verdict == "PARTIAL"
+                                      else [], "checks": [{"seconds": seconds}]}}}},
+            })  # fmt: skip
+    assert [r["id"] for r in client.get("/api/v1/conform/runs").json()] == [
+        "run-2", "run-1", "run-0"]  # fmt: skip
+    browser = httpx.Client(base_url=client.base_url, timeout=30,
+                           cookies={"interlock_token": tokens.ensure()})  # fmt: skip
+    page = browser.get("/conform").text
+    assert "Latest run run-2" in page and 'class="cell YES"' in page
+    assert page.count("<svg") == 1 and "SSH-ready" in page
+    site = browser.get("/sites/dc1").text
+    assert "root login enabled" not in site  # the site page: counts, not fix-ups
+    for row in ("9.5 s", "4.2 s", "3.5 s"):
+        assert row in site
+    chart = site.split("<svg", 1)[1]
+    assert not re.search(r"<script[^>]*(src|href)=", chart)  # the chart fetches nothing

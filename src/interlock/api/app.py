@@ -4,7 +4,7 @@ Every route under /api/v1 needs the token; errors a user can act on keep the CLI
 message (bad input 422, not found 404, this machine lacks something 503).
 """
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,17 +17,18 @@ from pydantic import BaseModel, Field
 
 from interlock import __version__
 from interlock.api import token as tokens
-from interlock.api.jobs import Job, Jobs, JobView
-from interlock.engine import Engine, open_engine
+from interlock.api import ui
+from interlock.api.jobs import Job, JobView
+from interlock.api.served import Served
+from interlock.engine import Engine
 from interlock.errors import ExitCode, InterlockError
 from interlock.model import Choice, Traits
-from interlock.state.records import Fact, NodeRecord, NodeRoleRecord
 from interlock.views import (
-    AppliedView,
     DeploymentStatus,
     DeploymentSummary,
     NodeView,
     RoleView,
+    SiteDetail,
     SiteSummary,
 )
 
@@ -37,12 +38,6 @@ STATUS = {
     ExitCode.ENVIRONMENT: 503,
     ExitCode.FAILURE: 502,  # a site's API or a node failed what was asked of it
 }
-
-
-class SiteDetail(SiteSummary):
-    facts: list[Fact]  # what interlock learned of the site's behaviour
-    verdict: str | None  # of the latest conformance run that covered it
-    run: str | None
 
 
 class ApplyRequest(BaseModel):
@@ -66,6 +61,7 @@ class PlanRequest(BaseModel):
 
 
 def create(sites_file: Path | None, token: str) -> FastAPI:
+    served = Served(sites_file, token)
     app = FastAPI(
         title="interlock",
         version=__version__,
@@ -85,14 +81,7 @@ def create(sites_file: Path | None, token: str) -> FastAPI:
                 headers={"WWW-Authenticate": "Bearer"},
             )
 
-    def engine() -> Iterator[Engine]:
-        e = open_engine(sites_file)
-        try:
-            yield e
-        finally:
-            e.store.close()
-
-    Eng = Annotated[Engine, Depends(engine)]
+    Eng = Annotated[Engine, Depends(served.engine)]
     api = APIRouter(prefix="/api/v1", dependencies=[Depends(authorized)])
 
     @app.exception_handler(RequestValidationError)
@@ -111,18 +100,7 @@ def create(sites_file: Path | None, token: str) -> FastAPI:
 
     @api.get("/sites/{name}", response_model=SiteDetail)
     def site(name: str, e: Eng) -> SiteDetail:
-        from interlock.services import conform
-
-        cfg = e.sites.sites.get(name)
-        if cfg is None:
-            raise HTTPException(404, f"unknown site {name!r}")
-        latest = next((r for r in conform.history() if name in r["verdicts"]), None)
-        return SiteDetail(
-            **dict(SiteSummary.of(name, cfg)),
-            facts=e.store.facts(name),
-            verdict=latest["verdicts"][name] if latest else None,
-            run=latest["id"] if latest else None,
-        )
+        return served.site(e, name)
 
     @api.post("/plan", response_model=dict[str, Choice])
     async def plan(body: PlanRequest, e: Eng) -> dict[str, Choice]:
@@ -137,10 +115,7 @@ def create(sites_file: Path | None, token: str) -> FastAPI:
 
     @api.get("/nodes/{name}", response_model=NodeView)
     def node(name: str, e: Eng) -> NodeView:
-        found = e.store.get(name)
-        if found is None:
-            raise HTTPException(404, f"no node {name!r}")
-        return NodeView.of(found)
+        return served.node(e, name)
 
     @api.get("/deployments", response_model=list[DeploymentSummary])
     def deployments(e: Eng) -> list[DeploymentSummary]:
@@ -183,8 +158,6 @@ def create(sites_file: Path | None, token: str) -> FastAPI:
 
         return conform.compared(a, b)
 
-    jobs = Jobs()
-
     def started(job: Job) -> JSONResponse:
         return JSONResponse(job.view.model_dump(mode="json"), status_code=202,
                             headers={"Location": f"/api/v1/jobs/{job.view.id}"})  # fmt: skip
@@ -193,60 +166,21 @@ def create(sites_file: Path | None, token: str) -> FastAPI:
     def apply(body: ApplyRequest) -> JSONResponse:
         """Make a deployment what its file says (as `interlock apply`): checked now (a bad
         file is 422, nothing made), then a job; follow /api/v1/jobs/{id}/events."""
-        from interlock.services import apply as service
-
-        path = Path(body.file)
-        spec, chosen = service.check(path, body.sites or None, body.name)
-
-        async def work(job: Job) -> dict[str, Any]:
-            e = open_engine(sites_file)
-            try:
-                done = await service.apply(
-                    e, path, chosen, nodes_said(job), roles_said(job), body.name
-                )
-            finally:
-                e.store.close()
-            return AppliedView.of(done).model_dump(mode="json")
-
-        return started(jobs.start("apply", spec.name, work))
+        return started(served.apply(Path(body.file), body.sites, body.name))
 
     @api.delete("/deployments/{name}", status_code=202, response_model=JobView)
     def down(name: str, e: Eng) -> JSONResponse:
         """Release the deployment's nodes (as `interlock down NAME`), as a job."""
-        from interlock.services import deploy
-
-        if not e.store.nodes(name) and e.store.deployment(name) is None:
-            raise HTTPException(404, f"no deployment {name!r}")
-
-        async def work(job: Job) -> dict[str, Any]:
-            e = open_engine(sites_file)
-            try:
-                done = await deploy.down(e, name)
-            finally:
-                e.store.close()
-            if done.kept:
-                raise InterlockError(f"not released (down again): {', '.join(done.kept)}")
-            return {"released": done.released}
-
-        return started(jobs.start("down", name, work))
+        return started(served.down(e, name))
 
     @api.post("/conform/runs", status_code=202, response_model=JobView)
     def conform_start(body: ConformRequest) -> JSONResponse:
         """Run conformance (as `interlock conform run`) as a job; its result names the
         run, whose report is /api/v1/conform/runs/{run}."""
-        from interlock.services import conform
-
-        plan = conform.plan(body.sites, None, body.baseline, sites_file)
-
-        async def work(job: Job) -> dict[str, Any]:
-            outcome = await conform.run(plan, sites_file=sites_file)
-            verdicts = {s: d["verdict"] for s, d in outcome.report["sites"].items()}
-            return {"run": outcome.report["run"]["id"], "verdicts": verdicts}
-
-        return started(jobs.start("conform", ",".join(plan.sites), work))
+        return started(served.conform(body.sites, body.baseline))
 
     def found_job(job_id: str) -> Job:
-        found = jobs.get(job_id)
+        found = served.jobs.get(job_id)
         if found is None:
             raise HTTPException(404, f"no job {job_id!r} on this server")
         return found
@@ -256,7 +190,7 @@ def create(sites_file: Path | None, token: str) -> FastAPI:
     @api.get("/jobs", response_model=list[JobView])
     def all_jobs() -> list[JobView]:
         """This server's jobs, newest first."""
-        return jobs.all()
+        return served.jobs.all()
 
     @api.get("/jobs/{job_id}", response_model=JobView)
     def job(found: FoundJob) -> JobView:
@@ -272,31 +206,5 @@ def create(sites_file: Path | None, token: str) -> FastAPI:
             yield ServerSentEvent(data=ev.model_dump(mode="json"), event=ev.kind, id=str(ev.seq))
 
     app.include_router(api)
+    ui.mount(app, served)
     return app
-
-
-def nodes_said(job: Job) -> Callable[[list[NodeRecord]], None]:
-    """A job's progress lines from node records, each change once (as the CLI prints)."""
-    seen: dict[str, str] = {}
-
-    def said(nodes: list[NodeRecord]) -> None:
-        for n in nodes:
-            state = f"{n.status} {n.stage}".strip()
-            if seen.get(n.name) != state:
-                job.progress(f"{n.name} [{n.site or '-'}] {state}")
-            seen[n.name] = state
-
-    return said
-
-
-def roles_said(job: Job) -> Callable[[list[NodeRoleRecord]], None]:
-    seen: dict[str, str] = {}
-
-    def said(records: list[NodeRoleRecord]) -> None:
-        for r in records:
-            if seen.get(r.id) != r.state:
-                why = f": {r.error or r.blocked_by}" if r.state in ("error", "blocked") else ""
-                job.progress(f"{r.id} {r.state}{why}")
-            seen[r.id] = r.state
-
-    return said
