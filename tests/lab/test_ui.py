@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -57,7 +58,11 @@ def shoot(b: WebDriver, name: str) -> None:
 
 
 def until(b: WebDriver, what: Any, seconds: float = 120) -> Any:
-    return WebDriverWait(b, seconds, poll_frequency=0.2).until(what)
+    try:
+        return WebDriverWait(b, seconds, poll_frequency=0.2).until(what)
+    except TimeoutException:
+        shoot(b, "timed-out")  # what the page showed when it did not come
+        raise AssertionError(f"timed out at {b.current_url}: {b.page_source[:2000]}") from None
 
 
 def text_of(b: WebDriver, css: str) -> str:
@@ -69,7 +74,7 @@ def test_a_user_signs_in_applies_watches_opens_a_node_and_reads_the_matrix(
 ) -> None:
     before = outstanding(lab, "aws")
     b = browser
-    b.get(f"{server.url}/nodes/anything")
+    b.get(f"{server.url}/sites/metal")
     until(b, ec.url_contains("/login"))
     b.find_element(By.ID, "token").send_keys("not the token")
     b.find_element(By.ID, "sign-in").click()
@@ -80,6 +85,8 @@ def test_a_user_signs_in_applies_watches_opens_a_node_and_reads_the_matrix(
     shoot(b, "login")
     b.find_element(By.ID, "token").send_keys(server.token)
     b.find_element(By.ID, "sign-in").click()
+    until(b, ec.title_contains("metal"))  # back to the page asked for
+    b.get(f"{server.url}/")
     until(b, ec.title_contains("Dashboard"))
     shoot(b, "dashboard")
 

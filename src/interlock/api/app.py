@@ -163,18 +163,18 @@ def create(sites_file: Path | None, token: str) -> FastAPI:
                             headers={"Location": f"/api/v1/jobs/{job.view.id}"})  # fmt: skip
 
     @api.post("/deployments", status_code=202, response_model=JobView)
-    def apply(body: ApplyRequest) -> JSONResponse:
+    async def apply(body: ApplyRequest) -> JSONResponse:
         """Make a deployment what its file says (as `interlock apply`): checked now (a bad
         file is 422, nothing made), then a job; follow /api/v1/jobs/{id}/events."""
         return started(served.apply(Path(body.file), body.sites, body.name))
 
     @api.delete("/deployments/{name}", status_code=202, response_model=JobView)
-    def down(name: str, e: Eng) -> JSONResponse:
+    async def down(name: str, e: Eng) -> JSONResponse:
         """Release the deployment's nodes (as `interlock down NAME`), as a job."""
         return started(served.down(e, name))
 
     @api.post("/conform/runs", status_code=202, response_model=JobView)
-    def conform_start(body: ConformRequest) -> JSONResponse:
+    async def conform_start(body: ConformRequest) -> JSONResponse:
         """Run conformance (as `interlock conform run`) as a job; its result names the
         run, whose report is /api/v1/conform/runs/{run}."""
         return started(served.conform(body.sites, body.baseline))

@@ -9,6 +9,7 @@ DBOS is one per process. Others wait their turn, queued.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -50,18 +51,20 @@ class Job:
                             state="queued", created=time.time())  # fmt: skip
         self.events: list[Event] = []
         self._changed = asyncio.Condition()
+        self._adding = threading.Lock()
+        self._loop = asyncio.get_running_loop()  # jobs are started on the server's loop
         self.task: asyncio.Task[None] | None = None
 
-    async def emit(self, kind: Literal["progress", "done", "failed"], text: str,
-                   result: dict[str, Any] | None = None) -> None:  # fmt: skip
-        async with self._changed:
+    def add(self, kind: Literal["progress", "done", "failed"], text: str,
+            result: dict[str, Any] | None = None) -> None:  # fmt: skip
+        """An event, in the order of the calls (from the loop or any thread the work
+        uses); followers are woken on the loop."""
+        with self._adding:
             self.events.append(Event(seq=len(self.events), kind=kind, text=text, result=result))
-            self._changed.notify_all()
+        self._loop.call_soon_threadsafe(self._loop.create_task, self._wake())
 
     def progress(self, text: str) -> None:
-        """From the work's callbacks (synchronous, on the server's loop)."""
-        self.events.append(Event(seq=len(self.events), kind="progress", text=text))
-        asyncio.get_running_loop().create_task(self._wake())
+        self.add("progress", text)
 
     async def _wake(self) -> None:
         async with self._changed:
@@ -96,25 +99,26 @@ class Jobs:
         return self._jobs.get(job_id)
 
     def start(self, kind: JobKind, target: str, work: Work) -> Job:
+        """On the server's loop (from an `async def` route)."""
         job = Job(kind, target)
         self._jobs[job.view.id] = job
-        job.task = asyncio.get_running_loop().create_task(self._run(job, work))
+        job.task = asyncio.create_task(self._run(job, work))
         return job
 
     async def _run(self, job: Job, work: Work) -> None:
         async with self._one:
             job.view.state = "running"
-            await job.emit("progress", f"{job.view.kind} {job.view.target}: started")
+            job.progress(f"{job.view.kind} {job.view.target}: started")
             try:
                 result = await work(job)
             except InterlockError as e:
                 job.view.state, job.view.error = "failed", str(e)
-                await job.emit("failed", str(e))
+                job.add("failed", str(e))
             except Exception as e:  # a bug: its type and message, the server keeps serving
                 job.view.state, job.view.error = "failed", f"{type(e).__name__}: {e}"
-                await job.emit("failed", job.view.error)
+                job.add("failed", job.view.error)
             else:
                 job.view.state, job.view.result = "done", result
-                await job.emit("done", f"{job.view.kind} {job.view.target}: done", result)
+                job.add("done", f"{job.view.kind} {job.view.target}: done", result)
             finally:
                 job.view.finished = time.time()

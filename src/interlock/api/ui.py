@@ -3,9 +3,9 @@ API, made live with htmx and server-sent events. Signing in puts the API token i
 HttpOnly, same-site cookie; every page and stream checks it as the API checks its bearer."""
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Cookie, Depends, FastAPI, Form, HTTPException, Request
@@ -22,7 +22,6 @@ from interlock.engine import Engine
 from interlock.errors import InterlockError
 from interlock.state.records import DeploymentRecord, NodeRecord, NodeRoleRecord
 
-T = TypeVar("T")
 HERE = Path(__file__).parent
 COOKIE = "interlock_token"
 MARK = {"active": "✓", "error": "✗", "blocked": "⊘", "running": "…", "pending": "·"}
@@ -110,8 +109,14 @@ def mount(app: FastAPI, served: Served) -> None:
     def deployment(request: Request, name: str, e: Eng) -> HTMLResponse:
         from interlock.services import apply
 
-        found = _or_404(lambda: apply.status(e, name))
-        return page(request, "deployment.html", name=name, **_graph(*found))
+        job = next((j for j in served.jobs.all() if j.target == name and j.kind == "apply"), None)
+        try:
+            shown = _graph(*apply.status(e, name))
+        except InterlockError as err:
+            if job is None or job.state not in ("queued", "running"):
+                raise HTTPException(404, str(err)) from None
+            shown = {}  # this server's apply has not recorded it yet: the stream will
+        return page(request, "deployment.html", name=name, job=job, **shown)
 
     @pages.get("/ui/deployments/{name}/graph", response_class=EventSourceResponse)
     async def deployment_graph(request: Request, name: str) -> AsyncIterator[ServerSentEvent]:
@@ -128,7 +133,7 @@ def mount(app: FastAPI, served: Served) -> None:
             html = (
                 templates.get_template("_graph.html").render(**_graph(*found), mark=MARK)
                 if found
-                else "<p>released</p>"
+                else "<p>Not applied (yet, or released).</p>"
             )
             if html != shown:
                 shown = html
@@ -156,7 +161,7 @@ def mount(app: FastAPI, served: Served) -> None:
                     sites=list(e.sites.sites))  # fmt: skip
 
     @pages.post("/conform")
-    def conform_start(
+    async def conform_start(
         sites: Annotated[list[str], Form()], baseline: Annotated[str, Form()] = ""
     ) -> Response:
         job = served.conform(sites, baseline or None)
@@ -167,7 +172,7 @@ def mount(app: FastAPI, served: Served) -> None:
         return page(request, "apply.html", sites=list(e.sites.sites), error=None, form={})
 
     @pages.post("/apply")
-    def apply_start(
+    async def apply_start(
         request: Request,
         e: Eng,
         file: Annotated[str, Form()],
@@ -238,13 +243,6 @@ def _graph(
         counts[r.state] = counts.get(r.state, 0) + 1
     return {"record": record, "nodes": nodes, "by_node": by_node, "counts": counts,
             "converged": bool(records) and all(r.state == "active" for r in records)}  # fmt: skip
-
-
-def _or_404(find: Callable[[], T]) -> T:
-    try:
-        return find()
-    except InterlockError as e:
-        raise HTTPException(404, str(e)) from None
 
 
 def _local(after: str) -> str:
