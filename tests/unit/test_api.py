@@ -275,6 +275,15 @@ def test_the_conformance_page_shows_the_matrix_and_each_site_s_history(
             })  # fmt: skip
     assert [r["id"] for r in client.get("/api/v1/conform/runs").json()] == [
         "run-2", "run-1", "run-0"]  # fmt: skip
+    assert client.get("/api/v1/conform/runs/latest").json()["run"]["id"] == "run-2"
+    compared = client.get("/api/v1/conform/compare", params={"a": "run-0", "b": "run-2"}).json()
+    assert compared == [{"site": "dc1", "capability": "ssh-ready", "run-0": "NO", "run-2": "YES",
+                         "same": False}]  # fmt: skip
+    r = client.get("/api/v1/conform/compare", params={"a": "run-0"})
+    assert r.status_code == 422 and ["query", "b"] in [e["loc"] for e in r.json()["detail"]]
+    r = client.post("/api/v1/conform/runs", json={"sites": ["dc1"], "baseline": "mars"})
+    assert (r.status_code, r.json()["detail"]) == (422, "--baseline: unknown site 'mars'")
+    assert client.get("/api/v1/jobs").json() == []  # refused before any job
     browser = httpx.Client(base_url=client.base_url, timeout=30,
                            cookies={"interlock_token": tokens.ensure()})  # fmt: skip
     page = browser.get("/conform").text
