@@ -44,6 +44,9 @@ def test_a_deployment_applied_followed_and_released_through_the_api(
 ) -> None:
     before = outstanding(lab, "aws")
     with server.client() as c:
+        traits = {"cpus": 1, "memory_gib": 1, "os": "ubuntu-24.04"}
+        plan = c.post("/api/v1/plan", json={"sites": ["aws"], "traits": traits}).json()
+        assert plan == cli.json("plan", "--site", "aws", "--cpus", "1", "--memory", "1")
         r = c.post("/api/v1/deployments", json={"file": str(motd_file(tmp_path, "hello")),
                                                  "sites": ["aws"]})  # fmt: skip
         assert r.status_code == 202, r.text
@@ -71,6 +74,19 @@ def test_a_deployment_applied_followed_and_released_through_the_api(
     printed = (tmp_path / "serve.log").read_text()
     assert server.token not in printed
     assert lab.state["sites"]["aws"]["aws_secret_access_key"] not in printed
+
+
+def test_conformance_run_through_the_api(lab: Lab, server: Server) -> None:
+    before = outstanding(lab, "aws")
+    with server.client() as c:
+        r = c.post("/api/v1/conform/runs", json={"sites": ["aws"], "baseline": None})
+        assert r.status_code == 202
+        done = events(server, r.json())[-1]
+        assert done["kind"] == "done" and done["result"]["verdicts"] == {"aws": "pass"}
+        report = c.get(f"/api/v1/conform/runs/{done['result']['run']}").json()
+        assert report["sites"]["aws"]["capabilities"]["public-address"]["verdict"] == "YES"
+        assert [r["id"] for r in c.get("/api/v1/conform/runs").json()] == [done["result"]["run"]]
+    assert outstanding(lab, "aws") == before
 
 
 def test_a_bad_file_is_422_naming_it_and_nothing_is_made(
