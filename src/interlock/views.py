@@ -23,6 +23,26 @@ if TYPE_CHECKING:
     from interlock.services.apply import Applied
 
 STATES: tuple[RoleState, ...] = ("active", "error", "blocked", "running", "pending")
+MARK: dict[RoleState, str] = {"active": "✓", "error": "✗", "blocked": "⊘", "running": "…",
+                              "pending": "·"}  # fmt: skip
+
+
+def node_line(n: NodeRecord) -> str:
+    """A node's progress as one line (the CLI's stderr, a job's events)."""
+    return f"{n.name} [{n.site or '-'}] {n.status} {n.stage}".rstrip()
+
+
+def role_line(r: NodeRoleRecord) -> str:
+    why = f": {r.error or r.blocked_by}" if r.state in ("error", "blocked") else ""
+    return f"{r.id} {r.state}{why}"
+
+
+def by_node(records: list[NodeRoleRecord]) -> dict[str, list[NodeRoleRecord]]:
+    """Each node's node-roles in the order they run (what each waits for first)."""
+    found: dict[str, list[NodeRoleRecord]] = {}
+    for r in sorted(records, key=lambda r: (r.rank, r.role)):
+        found.setdefault(r.node, []).append(r)
+    return found
 
 
 class NodeView(NodeRecord):

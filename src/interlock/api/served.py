@@ -15,7 +15,14 @@ from interlock.api.jobs import Job, Jobs
 from interlock.engine import Engine, open_engine
 from interlock.errors import InterlockError
 from interlock.state.records import NodeRecord, NodeRoleRecord
-from interlock.views import AppliedView, NodeView, SiteDetail, SiteSummary
+from interlock.views import (
+    AppliedView,
+    NodeView,
+    SiteDetail,
+    SiteSummary,
+    node_line,
+    role_line,
+)
 
 
 @dataclass
@@ -107,10 +114,10 @@ def nodes_said(job: Job) -> Callable[[list[NodeRecord]], None]:
 
     def said(nodes: list[NodeRecord]) -> None:
         for n in nodes:
-            state = f"{n.status} {n.stage}".strip()
-            if seen.get(n.name) != state:
-                job.progress(f"{n.name} [{n.site or '-'}] {state}")
-            seen[n.name] = state
+            line = node_line(n)
+            if seen.get(n.name) != line:
+                job.progress(line)
+            seen[n.name] = line
 
     return said
 
@@ -121,8 +128,7 @@ def roles_said(job: Job) -> Callable[[list[NodeRoleRecord]], None]:
     def said(records: list[NodeRoleRecord]) -> None:
         for r in records:
             if seen.get(r.id) != r.state:
-                why = f": {r.error or r.blocked_by}" if r.state in ("error", "blocked") else ""
-                job.progress(f"{r.id} {r.state}{why}")
+                job.progress(role_line(r))
             seen[r.id] = r.state
 
     return said

@@ -21,10 +21,10 @@ from interlock.api.served import Served
 from interlock.engine import Engine
 from interlock.errors import InterlockError
 from interlock.state.records import DeploymentRecord, NodeRecord, NodeRoleRecord
+from interlock.views import MARK, DeploymentSummary, by_node
 
 HERE = Path(__file__).parent
 COOKIE = "interlock_token"
-MARK = {"active": "✓", "error": "✗", "blocked": "⊘", "running": "…", "pending": "·"}
 # How often a deployment page's stream looks at the store (any process may be changing it:
 # this server's jobs, or `interlock apply` in a terminal).
 LOOK_EVERY = 0.5
@@ -88,7 +88,7 @@ def mount(app: FastAPI, served: Served) -> None:
     @pages.get("/")
     def dashboard(request: Request, e: Eng) -> HTMLResponse:
         from interlock.services import apply, conform
-        from interlock.views import DeploymentSummary, SiteSummary
+        from interlock.views import SiteSummary
 
         runs = conform.history()
         latest = {s: (r["id"], v) for r in reversed(runs) for s, v in r["verdicts"].items()}
@@ -235,14 +235,10 @@ def _graph(
     record: DeploymentRecord, nodes: list[NodeRecord], records: list[NodeRoleRecord]
 ) -> dict[str, Any]:
     """What a deployment's graph shows: per node, its node-roles in the order they run."""
-    by_node: dict[str, list[NodeRoleRecord]] = {}
-    for r in sorted(records, key=lambda r: (r.rank, r.role)):
-        by_node.setdefault(r.node, []).append(r)
-    counts: dict[str, int] = {}
-    for r in records:
-        counts[r.state] = counts.get(r.state, 0) + 1
-    return {"record": record, "nodes": nodes, "by_node": by_node, "counts": counts,
-            "converged": bool(records) and all(r.state == "active" for r in records)}  # fmt: skip
+    summary = DeploymentSummary.of(record, nodes, records)
+    return {"record": record, "nodes": nodes, "by_node": by_node(records),
+            "counts": summary.node_roles,
+            "converged": summary.node_roles.keys() == {"active"}}  # fmt: skip
 
 
 def _local(after: str) -> str:

@@ -17,7 +17,6 @@ if TYPE_CHECKING:
 
 out = render.console()
 err = render.console(stderr=True)
-MARK = {"active": "✓", "error": "✗", "blocked": "⊘", "running": "…", "pending": "·"}
 RolesFromOpt = Annotated[
     list[Path] | None,
     typer.Option("--roles", help="A folder of your own roles (repeat for more)."),
@@ -56,21 +55,22 @@ def apply(
     e = engine(sites_file)
     sites = [s.strip() for s in site.split(",") if s.strip()] if site else None
     service.check(file, sites, name)  # a bad file: one line, before anything else
+    from interlock.views import node_line, role_line
+
     seen: dict[str, str] = {}
 
     def node_progress(nodes: list[NodeRecord]) -> None:
         for n in nodes:
             state = f"{n.status} {n.stage}"
             if seen.get(n.name) != state and not as_json:
-                render.lines(err, [f"{n.name} [{n.site or '-'}] {state}"])
+                render.lines(err, [node_line(n)])
             seen[n.name] = state
 
     def role_progress(records: list[NodeRoleRecord]) -> None:
         for r in records:
             first = r.id not in seen and r.state in ("active", "pending")  # nothing new
             if seen.get(r.id) != r.state and not as_json and not first:
-                why = f": {r.error or r.blocked_by}" if r.state in ("error", "blocked") else ""
-                render.lines(err, [f"{r.id} {r.state}{why}"])
+                render.lines(err, [role_line(r)])
             seen[r.id] = r.state
 
     done = asyncio.run(service.apply(e, file, sites, node_progress, role_progress, name))
@@ -150,9 +150,9 @@ def _deployments(
 
 def _graph(nodes: list[NodeRecord], records: list[NodeRoleRecord], attributes: bool) -> None:
     """Per node, its node-roles in the order they run: one line each, a mark for state."""
-    by_node: dict[str, list[NodeRoleRecord]] = {}
-    for r in records:
-        by_node.setdefault(r.node, []).append(r)
+    from interlock.views import MARK, by_node
+
+    ordered = by_node(records)
     lines: list[str] = []
     for n in nodes:
         head = f"{n.name}  [{n.site or '-'}]  {n.status}"
@@ -163,7 +163,7 @@ def _graph(nodes: list[NodeRecord], records: list[NodeRoleRecord], attributes: b
         lines.append(head)
         if n.status == "failed" and n.error:
             lines.append(f"    error: {n.error}")
-        for r in _run_order(by_node.get(n.name, [])):
+        for r in ordered.get(n.name, []):
             line = f"  {MARK[r.state]} {r.role:<24} {r.state}"
             if r.state == "active" and r.seconds:
                 line += f"  {r.seconds:.1f} s"
@@ -185,10 +185,6 @@ def _graph(nodes: list[NodeRecord], records: list[NodeRoleRecord], attributes: b
                 for k, v in r.shown_outputs().items():
                     lines.append(f"      → {k} = {json.dumps(v)}")
     render.lines(out, lines)
-
-
-def _run_order(records: list[NodeRoleRecord]) -> list[NodeRoleRecord]:
-    return sorted(records, key=lambda r: (r.rank, r.role))
 
 
 def roles(
