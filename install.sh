@@ -11,7 +11,8 @@ DEBS=(python3 python3-venv python3-dev gcc libc6-dev make openssh-server openssh
       mariadb-server mariadb-client rabbitmq-server tini  # these four: the lab's OpenStack
       systemd dbus docker.io busybox-static  # nodes that boot systemd; Docker in them
       golang-go etcd-server containernetworking-plugins  # Kubernetes on lab nodes
-      chromium chromium-driver)  # the web UI's tests run in a real browser
+      chromium chromium-driver  # the web UI's tests run in a real browser
+      postgresql-15)  # the state store of several workers (tests and bench start their own)
 PY=${PYTHON:-python3}
 
 need=()
@@ -22,11 +23,14 @@ if ((${#need[@]})); then
   echo "installing Debian packages: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
   new_docker=
-  if [[ " ${need[*]} " == *" docker.io "* || " ${need[*]} " == *" etcd-server "* ]]; then
+  if [[ " ${need[*]} " == *" docker.io "* || " ${need[*]} " == *" etcd-server "* ||
+        " ${need[*]} " == *" postgresql-15 "* ]]; then
     new_docker=1
     # Docker and etcd are for the lab's nodes only: they must never start on this host
-    # (Docker's daemon would flip the host's ip_forward). policy-rc.d (exit 101) keeps package scripts
-    # from starting services; an existing one is the admin's and stays as it is.
+    # (Docker's daemon would flip the host's ip_forward). Nor Debian's main PostgreSQL cluster:
+    # tests and bench start servers of their own (interlock_lab.postgres). policy-rc.d
+    # (exit 101) keeps package scripts from starting services; an existing one is the admin's
+    # and stays as it is.
     if [ ! -e /usr/sbin/policy-rc.d ]; then
       printf '#!/bin/sh\n# written by interlock install.sh: no service starts on install\nexit 101\n' \
         > /usr/sbin/policy-rc.d
@@ -38,7 +42,7 @@ if ((${#need[@]})); then
   if [ -n "$new_docker" ]; then
     # Nor at the host's next boot (nodes enable Docker themselves, in their own disk).
     systemctl disable docker.service docker.socket containerd.service etcd.service \
-      >/dev/null 2>&1 || true
+      postgresql.service >/dev/null 2>&1 || true
   fi
 fi
 # The lab runs its own sshd in every node; the host's own sshd is not needed.

@@ -5,8 +5,11 @@ Usage (as root):
 
 Starts a private lab (the built-in aws site, in a lab of its own),
 runs `interlock up` in-process with a fresh INTERLOCK_HOME, and prints wall
-seconds, nodes per second, EC2 API calls per node and the peak memory of the
-interlock process. Everything is released and the lab stopped afterwards.
+seconds, nodes per second, the EC2 API calls the allocation made per node (and by
+action: the three each node needs, ImportKeyPair, RunInstances and DeleteKeyPair, and
+the describes every pending node of the site shares), `down`'s calls apart, and the
+peak memory of the interlock process. Everything is released and the lab stopped
+afterwards.
 """
 
 from __future__ import annotations
@@ -17,11 +20,15 @@ import os
 import resource
 import sys
 import time
+from collections import Counter
 from typing import Any
 
 import yaml
 
 from lablib import print_figures, private_aws_lab
+
+# What per-node key pairs need of EC2, node by node; every describe is shared by the site.
+PER_NODE = ("ImportKeyPair", "RunInstances", "DeleteKeyPair")
 
 
 def main() -> int:
@@ -46,24 +53,31 @@ async def run(n: int) -> dict[str, Any]:
     from interlock.services import deploy
 
     e = open_engine()
-    calls = {"n": 0}
+    calls: Counter[str] = Counter()
     provider: Any = e.provider("aws")
 
-    def count(**_: Any) -> None:
-        calls["n"] += 1
+    def count(model: Any, **_: Any) -> None:
+        calls[model.name] += 1
 
     provider.ec2.meta.events.register("before-call", count)
     start = time.monotonic()
     nodes = await deploy.up(e, "bench", n, ["aws"], Traits(), lambda _: None)
     wall = time.monotonic() - start
+    allocation = Counter(calls)
+    calls.clear()
     await deploy.down(e, "bench")
     ready = sum(1 for x in nodes if x.status == "ready")
+    per_node = sum(allocation[a] for a in PER_NODE)
     return {
         "nodes": n,
         "ready": ready,
         "wall_seconds": round(wall, 2),
         "nodes_per_second": round(ready / wall, 2),
-        "api_calls_per_node": round(calls["n"] / n, 1),
+        "ec2_calls_per_node": round(allocation.total() / n, 2),
+        "ec2_calls_each_node_needs": round(per_node / n, 2),
+        "ec2_calls_shared_by_the_site": allocation.total() - per_node,
+        "ec2_calls_by_action": dict(allocation.most_common()),
+        "down_ec2_calls_per_node": round(calls.total() / n, 2),
         "peak_memory_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "failures": sorted({x.error or "" for x in nodes if x.status != "ready"}),
     }

@@ -14,7 +14,7 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -28,6 +28,10 @@ from pydantic import (
 )
 
 from interlock import plugins, yamlfile
+from interlock.errors import InterlockError
+
+if TYPE_CHECKING:
+    from interlock.state.url import StateUrl
 
 
 class Strict(BaseModel):
@@ -218,6 +222,21 @@ class SitesFile(Strict):
     sites: dict[SiteName, SiteConfig] = Field(min_length=1)
     # Private key files whose public halves get root on every node.
     platform_keys: list[PrivateKeyFile] = []
+    # Where state and durable work live: SQLite files in the home by default, or
+    # postgresql://… shared by several workers ($INTERLOCK_STATE_URL wins over it).
+    state_url: str | None = Field(default=None, min_length=1)
+
+    @field_validator("state_url")
+    @classmethod
+    def _state_url(cls, v: str | None) -> str | None:
+        from interlock.state.url import StateUrl
+
+        if v is not None:
+            try:
+                StateUrl.parse(v, Path("."), where="state_url")
+            except InterlockError as e:
+                raise ValueError(str(e).removeprefix("state_url: ")) from None
+        return v
 
 
 def home() -> Path:
@@ -227,6 +246,19 @@ def home() -> Path:
         return Path(env)
     base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
     return Path(base) / "interlock"
+
+
+def state_url(home: Path, sites: SitesFile | None = None) -> StateUrl:
+    """Where state lives: $INTERLOCK_STATE_URL, else the sites file's `state_url`, else
+    SQLite files in the home."""
+    from interlock.state.url import StateUrl
+
+    env = os.environ.get("INTERLOCK_STATE_URL")
+    if env:
+        return StateUrl.parse(env, home, where="INTERLOCK_STATE_URL")
+    if sites is not None and sites.state_url:
+        return StateUrl.parse(sites.state_url, home)
+    return StateUrl.default(home)
 
 
 def sites_path(explicit: Path | None = None) -> Path:

@@ -1,6 +1,14 @@
-"""DBOS launched on an engine's home, with the durable work it runs bound to the engine:
-node allocations (the eight steps) and node-role runs (compose). DBOS resumes the home's
-unfinished workflows of both at launch."""
+"""DBOS launched on an engine's state, with the durable work it runs bound to the engine:
+node allocations (the eight steps) and node-role runs (compose), taken from DBOS queues.
+
+Each site has its queue, whose global concurrency is the site's `concurrency`: it holds
+across every process taking work from it. A process runs as one of three kinds:
+- "worker" (`interlock worker`): takes work from every queue until stopped;
+- "embedded": a command that runs its own work because no worker is up (the default,
+  one process on SQLite);
+- "client": a command that only enqueues and follows, while workers run the work.
+Workers and embedded processes beat and take over a dead one's work (interlock.workers).
+"""
 
 from __future__ import annotations
 
@@ -9,36 +17,66 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from typing import Literal
 
 from dbos import DBOS, DBOSConfiguredInstance
 
+from interlock import workers
 from interlock.allocate.workflow import Allocator
 from interlock.compose.converge import Converger
 from interlock.engine import Engine
+
+Kind = Literal["worker", "embedded", "client"]
+POLL = 0.5  # seconds between a queue's looks for work
+ROLES = "interlock-roles"
+
+
+def site_queue(site: str) -> str:
+    return f"interlock-site-{site}"
 
 
 @dataclass(frozen=True)
 class Durable:
     allocator: Allocator
     converger: Converger
+    kind: Kind
+    executor: str
+
+
+def kind_for(engine: Engine) -> Kind:
+    """A command runs its own work unless a worker is up to take it."""
+    return "client" if workers.live(engine.store).any else "embedded"
 
 
 @contextmanager
-def running(engine: Engine) -> Iterator[Durable]:
-    """Afterwards the home is closed for this process (another engine may open it, or
-    another home, next)."""
+def running(engine: Engine, kind: Kind | None = None) -> Iterator[Durable]:
+    """Afterwards DBOS is closed for this process (another engine may open it, or
+    another state, next)."""
+    kind = kind or kind_for(engine)
+    executor = workers.new_executor()
+    engine.executor = executor
     # Registered before launch, so recovery finds them.
-    durable = Durable(Allocator(engine), Converger(engine))
+    durable = Durable(Allocator(engine), Converger(engine), kind, executor)
     DBOS(
         config={
             "name": "interlock",
-            "system_database_url": f"sqlite:///{engine.home / 'workflows.sqlite'}",
+            "system_database_url": engine.state.workflows,
+            "executor_id": executor,
             "log_level": "WARNING",
         }
     )
+    if kind == "client":
+        DBOS.listen_queues([])
     try:
         DBOS.launch()
-        yield durable
+        # DBOS refuses its blocking calls on a thread running an event loop.
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(_register_queues, engine).result()
+        if kind == "client":
+            yield durable
+        else:
+            with workers.registered(engine.store, executor, kind):
+                yield durable
     finally:
         DBOS.destroy(destroy_registry=False)
         _unregister(durable.allocator)
@@ -47,6 +85,18 @@ def running(engine: Engine) -> Iterator[Durable]:
             # DBOS lent the running loop its thread pool (asyncio.to_thread) and has shut it
             # down with itself; the loop gets a pool again for the work that follows.
             asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor())
+
+
+def _register_queues(engine: Engine) -> None:
+    # The last process to register a queue sets its limits (a changed sites file wins).
+    for name, site in engine.sites.sites.items():
+        DBOS.register_queue(
+            site_queue(name),
+            global_concurrency=site.limits.concurrency,
+            polling_interval_sec=POLL,
+            on_conflict="always_update",
+        )
+    DBOS.register_queue(ROLES, polling_interval_sec=POLL, on_conflict="always_update")
 
 
 def _unregister(instance: DBOSConfiguredInstance) -> None:

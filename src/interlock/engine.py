@@ -17,15 +17,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from interlock import config
+from interlock.batch import Batcher
 from interlock.errors import ExitCode, InterlockError
 from interlock.model import Choice, Metadata, StepName, Traits
 from interlock.profiles import floating_ip
-from interlock.state import Store, open_store
+from interlock.state import StateUrl, Store, open_store
 
 if TYPE_CHECKING:
     from aiolimiter import AsyncLimiter
 
-    from interlock.providers.base import Provider
+    from interlock.firewall import Firewall
+    from interlock.providers.base import Provider, ServerInfo
 
 T = TypeVar("T")
 OWNER = "interlock"
@@ -46,24 +48,34 @@ def ownership(deployment: str, node: str | None = None) -> dict[str, str]:
 
 @dataclass
 class SiteRuntime:
-    """A site's provider, and its limits on the event loop that runs the work (asyncio's
-    primitives belong to one loop; a command may run several, one after the other)."""
+    """A site's provider, its call rate and its shared describes, on the event loop that
+    runs the work (asyncio's primitives belong to one loop; a command may run several,
+    one after the other). The site's concurrency is its DBOS queue's (durable.py): it
+    holds across processes."""
 
     provider: Provider
-    slots: asyncio.Semaphore
     rate: AsyncLimiter
+    states: Batcher[str, ServerInfo]
+    walls: Batcher[str, Firewall]
 
 
 class Engine:
     """Config, state, providers and limits of one home; steps and services get it passed."""
 
     def __init__(
-        self, sites: config.SitesFile, store: Store, home: Path, source: Path | None = None
+        self,
+        sites: config.SitesFile,
+        state: StateUrl,
+        home: Path,
+        source: Path | None = None,
+        store: Store | None = None,
     ) -> None:
         self.sites = sites
-        self.store = store
+        self.state = state  # where the store and DBOS's workflows live
+        self.store = store or open_store(state)
         self.home = home
         self.source = source  # the sites file, for errors that name it
+        self.executor: str | None = None  # the DBOS executor running its work (durable.py)
         self._providers: dict[str, Provider] = {}
         self._sites: dict[tuple[str, asyncio.AbstractEventLoop], SiteRuntime] = {}
         self._metadata: dict[str, Metadata] = {}
@@ -124,10 +136,24 @@ class Engine:
                 if limits.rate < 1
                 else AsyncLimiter(limits.rate, 1)
             )
-            self._sites[key] = SiteRuntime(
-                self.provider(name), asyncio.Semaphore(limits.concurrency), rate
-            )
+            provider = self.provider(name)
+
+            async def states(ids: list[str]) -> dict[str, ServerInfo]:
+                return await self.call(name, provider.describe_nodes, ids)
+
+            async def walls(ids: list[str]) -> dict[str, Firewall]:
+                return await self.call(name, provider.firewalls, ids)
+
+            self._sites[key] = SiteRuntime(provider, rate, Batcher(states), Batcher(walls))
         return self._sites[key]
+
+    async def describe(self, site: str, server: str) -> ServerInfo:
+        """The server's state, from one describe shared by the site's pending nodes (a
+        server's own error, which a shared describe cannot raise for it, raised here)."""
+        info = await self.site(site).states.get(server)
+        if info.error is not None:
+            raise info.error
+        return info
 
     async def call(self, site: str, fn: Callable[..., T], *args: Any) -> T:
         """A provider call off the event loop, rate-limited, transient errors retried."""
@@ -201,8 +227,12 @@ class Engine:
     async def admitted(
         self, site: str, server: str, ports: tuple[int, ...], sources: list[IPv4Network]
     ) -> bool:
-        """Whether the node's security groups admit TCP on every port from `sources`."""
-        wall = await self.call(site, self.provider(site).firewall, server)
+        """Whether the node's security groups admit TCP on every port from `sources` (one
+        look at the groups, shared by the site's nodes that ask at once)."""
+        try:
+            wall = await self.site(site).walls.get(server)
+        except KeyError:  # the shared look could not show it: its own look says why
+            wall = await self.call(site, self.provider(site).firewall, server)
         return all(wall.admits(p, sources) for p in ports)
 
     async def open_own_group(
@@ -229,7 +259,7 @@ class Engine:
             await self.call(site, provider.delete_group, ref)
 
     def progress(self, node: str, step: StepName, **changes: Any) -> None:
-        self.store.update(node, step=step, **changes)
+        self.store.update(node, step=step, worker=self.executor, **changes)
 
 
 def open_engine(sites_file: Path | None = None, home: Path | None = None) -> Engine:
@@ -238,4 +268,4 @@ def open_engine(sites_file: Path | None = None, home: Path | None = None) -> Eng
     sites = config.load_sites(source)
     home = home or config.home()
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return Engine(sites, open_store(home / "state.db"), home, source)
+    return Engine(sites, config.state_url(home, sites), home, source)

@@ -319,3 +319,32 @@ def server(cli: Cli, tmp_path: Path) -> Iterator[Server]:
         process.terminate()
         process.wait(timeout=60)
         log.close()
+
+
+# -- the state in PostgreSQL (several workers), for the workers' and backends' tests -----
+
+
+@pytest.fixture
+def pg_state(postgres_url: str) -> Iterator[str]:
+    """A database of its own on the session's PostgreSQL (dropped afterwards)."""
+    import uuid
+
+    import psycopg
+    import sqlalchemy as sa
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_url, autocommit=True) as c:
+        c.execute(f'CREATE DATABASE "{name}"')
+    yield sa.make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+    with psycopg.connect(postgres_url, autocommit=True) as c:
+        c.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend_cli(request: pytest.FixtureRequest, lab: Lab, tmp_path: Path) -> Iterator[Cli]:
+    """The interlock command on each state backend in turn: its own home on SQLite, or a
+    database of its own on PostgreSQL."""
+    with lab_cli(lab.state, tmp_path / "home") as c:
+        if request.param == "postgresql":
+            c.env["INTERLOCK_STATE_URL"] = request.getfixturevalue("pg_state")
+        yield c

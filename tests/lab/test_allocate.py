@@ -1,4 +1,5 @@
-"""`interlock up/ssh/down` against the lab: the eight steps, end to end, as a user runs them."""
+"""`interlock up/ssh/down` against the lab: the eight steps, end to end, as a user runs them;
+every test once with the state in SQLite (the default) and once in PostgreSQL."""
 
 from __future__ import annotations
 
@@ -11,6 +12,11 @@ import asyncssh
 import pytest
 
 from tests.lab.conftest import Cli, Lab, Lines, outstanding
+
+
+@pytest.fixture
+def cli(backend_cli: Cli) -> Cli:
+    return backend_cli
 
 
 def password_refused(ip: str) -> bool:

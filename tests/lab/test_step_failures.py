@@ -72,4 +72,6 @@ def test_steps_5_6_7_fail_cleanly_on_nodes_that_cannot_be_used(
     node = failed(short_ssh, lab, "broken", "--os", os_)
     assert node["error"].startswith(f"broken: {step}: ") and message in node["error"], node
     why = node["error"].removeprefix("broken: ")
-    assert node["attempts"] == [{"site": "broken", "result": "failed", "why": why}]
+    (attempt,) = node["attempts"]
+    assert (attempt["site"], attempt["result"], attempt["why"]) == ("broken", "failed", why)
+    assert attempt["started"] <= attempt["ended"] and attempt["worker"]  # when, and who ran it

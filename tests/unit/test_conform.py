@@ -14,7 +14,7 @@ from interlock.conform.observe import Observation
 from interlock.conform.report import as_dict, junit, write_html
 from interlock.conform.run import Run
 from interlock.errors import ExitCode, InterlockError
-from interlock.state import NodeRecord
+from interlock.state import NodeRecord, StateUrl
 
 G = guidelines.load()
 
@@ -132,7 +132,7 @@ def test_reports_carry_every_verdict(tmp_path: Path) -> None:
 def test_results_keep_history_and_compare_runs_and_sites(tmp_path: Path) -> None:
     from interlock.conform.results import Results, compare
 
-    store = Results(tmp_path / "r.sqlite")
+    store = Results(StateUrl.default(tmp_path))
     ok = Observation("a", node=node(status="ready"), released={"server": None, "site_key": False})
     bad = Observation("a", refused="a: no image of x", refused_step="selection")
     for run_id, started, obs in (("r1", 1.0, ok), ("r2", 2.0, bad)):

@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
+import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -31,9 +33,11 @@ from interlock.providers.base import (
     NotFoundError,
     ProviderError,
     QuotaError,
+    ServerInfo,
     TransientError,
 )
 from interlock.providers.gce import GceProvider
+from interlock.providers.gce.provider import TOKENS
 from interlock.selection import choose
 
 RECORDED = Path(__file__).parent / "recorded" / "gce"
@@ -191,7 +195,8 @@ def test_create_node_sends_labels_key_metadata_nat_and_waits(
         "interlock:node": "web-1",
     }
 
-    assert gce.create_node(node_request(network, tags)) == "web-1"
+    request = replace(node_request(network, tags), token="web-1-s-wf-1")
+    assert gce.create_node(request) == ServerInfo("web-1", "pending", None, None)
 
     insert, wait = requests_mock.request_history
     assert (insert.method, wait.method, wait.url) == (
@@ -199,6 +204,9 @@ def test_create_node_sends_labels_key_metadata_nat_and_waits(
         "POST",
         f"{ZONE}/operations/{ZONE_OP}/wait",
     )
+    # The token as a requestId (a UUID, the same for every try): GCE creates once.
+    (request_id,) = query(requests_mock, 0)["requestId"]
+    assert request_id == str(uuid.uuid5(TOKENS, "web-1-s-wf-1"))
     body = insert.json()
     assert body["name"] == "web-1"
     assert body["machineType"] == "zones/europe-west1-b/machineTypes/e2-medium"
@@ -225,7 +233,8 @@ def test_operations_are_waited_on_at_the_sites_endpoint(requests_mock: Mocker) -
     here = "https://gce.example.test/compute/v1/projects/p/zones/europe-west1-b"
     requests_mock.post(f"{here}/instances", json=recorded("operation_running"))
     requests_mock.post(f"{here}/operations/{ZONE_OP}/wait", json=recorded("operation_done"))
-    assert gce.create_node(node_request(None)) == "web-1"
+    assert gce.create_node(node_request(None)).server_id == "web-1"
+    assert "requestId" not in query(requests_mock, 0)  # no token, no requestId
     hosts = {urlparse(r.url).hostname for r in requests_mock.request_history}
     assert hosts == {"gce.example.test"}
     nic = requests_mock.request_history[0].json()["networkInterfaces"][0]
@@ -255,6 +264,23 @@ def test_describe_node_maps_status_and_addresses(gce: GceProvider, requests_mock
     )
     assert halted.state == "stopped"
     assert (gone.server_id, gone.state, gone.public_ip) == ("web-1", "gone", None)
+
+
+def test_describe_nodes_is_one_filtered_listing(gce: GceProvider, requests_mock: Mocker) -> None:
+    other = recorded("instance_running") | {"name": "web-2", "status": "PROVISIONING"}
+    other["networkInterfaces"] = []
+    listing = {"kind": "compute#instanceList", "items": [recorded("instance_running"), other]}
+    requests_mock.get(f"{ZONE}/instances", json=listing)
+    got = gce.describe_nodes(["web-1", "web-2", "web-3"])
+    assert requests_mock.call_count == 1
+    assert query(requests_mock, 0)["filter"] == [
+        '(name = "web-1") OR (name = "web-2") OR (name = "web-3")'
+    ]
+    assert got == {
+        "web-1": ServerInfo("web-1", "running", "34.76.10.20", "10.132.0.5"),
+        "web-2": ServerInfo("web-2", "pending", None, None),
+        "web-3": ServerInfo("web-3", "gone", None, None),  # not listed: not there
+    }
 
 
 def test_find_node_needs_the_ownership_label(gce: GceProvider, requests_mock: Mocker) -> None:
@@ -566,6 +592,24 @@ def test_the_firewall_rules_aimed_at_a_node_decide_ssh(
     rules["items"] = [r for r in rules["items"] if r["name"] != "default-allow-ssh"]
     requests_mock.get(f"{API}/global/firewalls", json=rules)
     assert not gce.firewall("web-1").admits(22, SOURCE)
+
+
+def test_firewalls_of_many_nodes_are_two_calls(gce: GceProvider, requests_mock: Mocker) -> None:
+    tagged = recorded("instance_running") | {"name": "web-2"}
+    tagged["tags"] = {"items": ["web"], "fingerprint": "x"}
+    listing = {"kind": "compute#instanceList", "items": [recorded("instance_running"), tagged]}
+    requests_mock.get(f"{ZONE}/instances", json=listing)
+    requests_mock.get(f"{API}/global/firewalls", json=recorded("firewalls"))
+    walls = gce.firewalls(["web-1", "web-2", "web-3"])
+    assert [urlparse(r.url).path.rsplit("/", 1)[-1] for r in requests_mock.request_history] == [
+        "instances",
+        "firewalls",
+    ]
+    assert set(walls) == {"web-1", "web-2"}  # web-3 is not there: left out
+    assert set(walls["web-2"].groups) - set(walls["web-1"].groups) == {"web-8080"}  # tag `web`
+    assert walls["web-2"].admits(8080, SOURCE) and not walls["web-1"].admits(8080, SOURCE)
+    requests_mock.get(f"{ZONE}/instances/web-1", json=recorded("instance_running"))
+    assert gce.firewall("web-1") == walls["web-1"]  # one node: the same answer
 
 
 def test_opening_ssh_adds_tagged_rules_and_the_network_tag(

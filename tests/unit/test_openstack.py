@@ -11,6 +11,8 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Iterator
+from dataclasses import replace
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from interlock.providers.base import (
     NotFoundError,
     ProviderError,
     QuotaError,
+    ServerInfo,
     TransientError,
 )
 from interlock.providers.openstack import OpenstackProvider
@@ -151,12 +154,49 @@ def test_create_node_sends_tags_key_and_network(api: requests_mock.Mocker, cloud
     c = choose("acme", meta, Traits(cpus=2, memory_gib=4))
     api.post(f"{NOVA}/servers", json={"server": {"id": "srv-1", "links": []}}, status_code=202)
     tags = {"interlock:owner": "interlock", "interlock:node": "web-1"}
-    got = p.create_node(NodeRequest("web-1", c.image, c.flavor, c.network, "interlock-web-1", tags))
-    assert got == "srv-1"
+    request = NodeRequest("web-1", c.image, c.flavor, c.network, "interlock-web-1", tags)
+    got = p.create_node(replace(request, token="web-1-acme-wf-1"))
+    # Nova answers with the id alone: pending, no address yet; no idempotency token taken.
+    assert got == ServerInfo("srv-1", "pending", None, None)
     body = api.request_history[-1].json()["server"]
     assert body["name"] == "web-1" and body["key_name"] == "interlock-web-1"
     assert body["imageRef"] == "img-noble" and body["flavorRef"] == "f-medium"
     assert body["networks"] == [{"uuid": "net-tenant"}] and body["metadata"] == tags
+    assert "web-1-acme-wf-1" not in str(api.request_history[-1].body)
+
+
+def paths(api: requests_mock.Mocker, since: int) -> list[tuple[str, str]]:
+    """The requests after the first `since`, as (method, path?query)."""
+    return [
+        (r.method, r.path + (f"?{r.query}" if r.query else "")) for r in api.request_history[since:]
+    ]
+
+
+def test_describe_nodes_is_one_listing_for_all(api: requests_mock.Mocker, clouds: Path) -> None:
+    p = provider(clouds)
+    p.metadata()  # which networks are public: read once, before
+    fresh = copy.deepcopy(recorded("server-active")["server"])
+    fresh |= {"id": "srv-3", "status": "BUILD", "addresses": {}}
+    listing = [recorded("server-active")["server"], recorded("server-error")["server"], fresh]
+    api.get(f"{NOVA}/servers/detail", json={"servers": listing})
+    before = len(api.request_history)
+    got = p.describe_nodes(["srv-1", "srv-2", "srv-3", "srv-9"])
+    assert paths(api, before) == [("GET", "/v2.1/servers/detail")]
+    assert (got["srv-1"].state, got["srv-1"].public_ip) == ("running", "203.0.113.45")
+    assert (got["srv-3"].state, got["srv-3"].public_ip, got["srv-3"].error) == (
+        "pending",
+        None,
+        None,
+    )
+    assert got["srv-9"] == ServerInfo("srv-9", "gone", None, None)  # not listed: deleted
+    # ERROR is the node's own failure: carried for it alone, not raised for the batch.
+    assert got["srv-2"].state == "pending" and isinstance(got["srv-2"].error, QuotaError)
+    assert "No valid host" in str(got["srv-2"].error)
+    # One id: the server itself, not the project's listing.
+    before = len(api.request_history)
+    assert p.describe_nodes(["srv-1"])["srv-1"].state == "running"
+    assert paths(api, before) == [("GET", "/v2.1/servers/srv-1")]
+    assert p.describe_nodes([]) == {}
 
 
 def test_describe_prefers_the_floating_address(api: requests_mock.Mocker, clouds: Path) -> None:
@@ -214,6 +254,23 @@ def test_keys_and_find_by_tag(api: requests_mock.Mocker, clouds: Path) -> None:
     )
     assert p.register_key("interlock-web-1", "ssh-ed25519 AAAA x") == "interlock-web-1"
     assert api.request_history[-1].json()["keypair"]["public_key"] == "ssh-ed25519 AAAA x"
+    # There already (a resumed step does not ask first): the old one goes, this one comes.
+    api.post(
+        f"{NOVA}/os-keypairs",
+        [
+            error("nova-keypair-exists"),
+            {"json": {"keypair": {"name": "interlock-web-1", "public_key": "ssh-ed25519 BBBB y"}}},
+        ],
+    )
+    api.delete(f"{NOVA}/os-keypairs/interlock-web-1", status_code=202)
+    before = len(api.request_history)
+    assert p.register_key("interlock-web-1", "ssh-ed25519 BBBB y") == "interlock-web-1"
+    assert paths(api, before) == [
+        ("POST", "/v2.1/os-keypairs"),
+        ("DELETE", "/v2.1/os-keypairs/interlock-web-1"),
+        ("POST", "/v2.1/os-keypairs"),
+    ]
+    assert api.request_history[-1].json()["keypair"]["public_key"] == "ssh-ed25519 BBBB y"
     api.get(
         f"{NOVA}/os-keypairs/interlock-web-1",
         json={"keypair": {"name": "interlock-web-1", "public_key": "ssh-ed25519 AAAA x"}},
@@ -228,6 +285,44 @@ def test_keys_and_find_by_tag(api: requests_mock.Mocker, clouds: Path) -> None:
     other["servers"][0]["metadata"]["interlock:node"] = "someone-else"
     api.get(f"{NOVA}/servers/detail", json=other)
     assert p.find_node("web-1") is None  # same name, not our tag: not ours
+
+
+def test_firewalls_of_many_servers_are_two_calls(api: requests_mock.Mocker, clouds: Path) -> None:
+    ports = [
+        {"id": "port-1", "device_id": "srv-1", "security_group_ids": ["sg-web", "sg-default"],
+         "port_security_enabled": True},
+        {"id": "port-1b", "device_id": "srv-1", "security_group_ids": [],
+         "port_security_enabled": True},  # a second port: the first is the server's
+        {"id": "port-2", "device_id": "srv-2", "security_group_ids": ["sg-web"],
+         "port_security_enabled": True},
+        {"id": "port-3", "device_id": "srv-3", "security_group_ids": ["sg-open"],
+         "port_security_enabled": False},
+    ]  # fmt: skip
+    rules = [
+        {"id": "r-1", "security_group_id": "sg-web", "direction": "ingress",
+         "ethertype": "IPv4", "protocol": "tcp", "port_range_min": 22, "port_range_max": 22,
+         "remote_ip_prefix": "198.51.100.7/32"},
+        {"id": "r-2", "security_group_id": "sg-default", "direction": "ingress",
+         "ethertype": "IPv4", "protocol": None, "remote_group_id": "sg-default"},
+    ]  # fmt: skip
+    api.get(f"{NEUTRON}/ports", json={"ports": ports})
+    api.get(f"{NEUTRON}/security-group-rules", json={"security_group_rules": rules})
+    p = provider(clouds)
+    before = len(api.request_history)
+    walls = p.firewalls(["srv-1", "srv-2", "srv-3", "srv-4"])
+    sent = [r.qs for r in api.request_history[before:] if "neutron" in r.url]
+    assert len(sent) == 2
+    assert sent[0]["device_id"] == ["srv-1", "srv-2", "srv-3", "srv-4"]  # one filter, repeated
+    assert sorted(sent[1]["security_group_id"]) == ["sg-default", "sg-web"]  # enforced only
+    assert (sent[1]["direction"], sent[1]["ethertype"]) == (["ingress"], ["ipv4"])
+    me, elsewhere = [IPv4Network("198.51.100.7/32")], [IPv4Network("192.0.2.1/32")]
+    assert walls["srv-1"].groups == ("sg-web", "sg-default") and walls["srv-1"].admits(22, me)
+    assert walls["srv-2"].admits(22, me) and not walls["srv-2"].admits(22, elsewhere)
+    assert not walls["srv-3"].enforced and walls["srv-3"].groups == ("sg-open",)
+    assert "srv-4" not in walls  # no port yet: left out; firewall() says so
+    api.get(f"{NEUTRON}/ports", json={"ports": []})
+    with pytest.raises(TransientError, match="no port yet"):
+        p.firewall("srv-4")
 
 
 @pytest.mark.parametrize(

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import ipaddress
 import pickle
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.stub import Stubber
 
 from interlock.config import AwsSite
+from interlock.model import Flavor, Image
 from interlock.providers.aws import AwsProvider
 from interlock.providers.base import (
     AuthError,
     InvalidRequestError,
+    NodeRequest,
     NotFoundError,
     ProviderError,
     QuotaError,
+    ServerInfo,
     TransientError,
 )
 
@@ -56,3 +64,185 @@ def test_provider_errors_pickle_as_they_were() -> None:
     err = QuotaError("site-a", "no capacity")
     back = pickle.loads(pickle.dumps(err))
     assert type(back) is QuotaError and str(back) == str(err) and back.site == "site-a"
+
+
+# -- EC2's calls per node: what each operation sends (botocore's Stubber checks the shapes) --
+
+
+@pytest.fixture
+def ec2() -> Iterator[tuple[AwsProvider, Stubber]]:
+    provider = AwsProvider(
+        "s", AwsSite(provider="aws", region="us-east-1", endpoint="http://127.0.0.1:9")
+    )
+    with Stubber(provider.ec2) as stub:
+        yield provider, stub
+        stub.assert_no_pending_responses()
+
+
+def instance(server_id: str, state: str, public: str | None = None, **more: Any) -> dict[str, Any]:
+    found: dict[str, Any] = {
+        "InstanceId": server_id,
+        "State": {"Name": state, "Code": 0},
+        "PrivateIpAddress": "10.0.0.5",
+        **more,
+    }
+    if public:
+        found["PublicIpAddress"] = public
+    return found
+
+
+def reservations(*instances: dict[str, Any]) -> dict[str, Any]:
+    return {"Reservations": [{"ReservationId": "r-1", "Instances": list(instances)}]}
+
+
+def test_create_node_sends_the_token_and_tells_what_run_instances_said(
+    ec2: tuple[AwsProvider, Stubber],
+) -> None:
+    provider, stub = ec2
+    request = NodeRequest(
+        "web-1",
+        Image(id="ami-1", name="noble", distro="ubuntu", version="24.04"),
+        Flavor(id="t3.small", name="t3.small", vcpus=2, ram_mib=2048),
+        None,
+        "interlock-web-1",
+        {"interlock:node": "web-1"},
+        token="web-1-s-wf-1",
+    )
+    sent = {
+        "ImageId": "ami-1",
+        "InstanceType": "t3.small",
+        "MinCount": 1,
+        "MaxCount": 1,
+        "KeyName": "interlock-web-1",
+        "ClientToken": "web-1-s-wf-1",  # tried again, EC2 answers with the first run
+        "TagSpecifications": [
+            {"ResourceType": "instance", "Tags": [{"Key": "interlock:node", "Value": "web-1"}]}
+        ],
+    }
+    stub.add_response("run_instances", {"Instances": [instance("i-1", "pending")]}, sent)
+    assert provider.create_node(request) == ServerInfo("i-1", "pending", None, "10.0.0.5")
+    stub.add_response(
+        "run_instances",
+        {"Instances": [instance("i-1", "running", "203.0.113.9")]},
+        {k: v for k, v in sent.items() if k != "ClientToken"},
+    )
+    got = provider.create_node(replace(request, token=""))  # no token: none sent
+    assert (got.state, got.public_ip) == ("running", "203.0.113.9")
+
+
+def test_describe_nodes_is_one_call_and_an_unknown_id_falls_back_to_a_filter(
+    ec2: tuple[AwsProvider, Stubber],
+) -> None:
+    provider, stub = ec2
+    ids = ["i-1", "i-2", "i-3"]
+    stub.add_response(
+        "describe_instances",
+        reservations(
+            instance("i-1", "running", "203.0.113.9"),
+            instance("i-2", "pending"),
+            instance("i-3", "terminated"),
+        ),
+        {"InstanceIds": ids},
+    )
+    got = provider.describe_nodes(ids)
+    assert got == {
+        "i-1": ServerInfo("i-1", "running", "203.0.113.9", "10.0.0.5"),
+        "i-2": ServerInfo("i-2", "pending", None, "10.0.0.5"),
+        "i-3": ServerInfo("i-3", "gone", None, "10.0.0.5"),
+    }
+    # One id EC2 does not know fails the call for all: the filter leaves it out instead.
+    stub.add_client_error("describe_instances", "InvalidInstanceID.NotFound", "i-9")
+    stub.add_response(
+        "describe_instances",
+        {**reservations(instance("i-1", "running")), "NextToken": "t"},
+        {"Filters": [{"Name": "instance-id", "Values": ["i-1", "i-9", "i-2"]}]},
+    )
+    stub.add_response(
+        "describe_instances",
+        reservations(instance("i-2", "stopped")),
+        {"Filters": [{"Name": "instance-id", "Values": ["i-1", "i-9", "i-2"]}], "NextToken": "t"},
+    )
+    got = provider.describe_nodes(["i-1", "i-9", "i-2"])
+    assert {i: s.state for i, s in got.items()} == {
+        "i-1": "running",
+        "i-9": "gone",
+        "i-2": "stopped",
+    }
+    # One id unknown: gone without a second call; other errors stay what they were.
+    stub.add_client_error("describe_instances", "InvalidInstanceID.NotFound", "i-9")
+    assert provider.describe_node("i-9") == ServerInfo("i-9", "gone", None, None)
+    stub.add_client_error("describe_instances", "RequestLimitExceeded", "slow", 503)
+    with pytest.raises(TransientError):
+        provider.describe_nodes(["i-1", "i-2"])
+
+
+def test_firewalls_are_one_describe_of_the_instances_and_one_of_their_groups(
+    ec2: tuple[AwsProvider, Stubber],
+) -> None:
+    provider, stub = ec2
+
+    def nic(*groups: str) -> dict[str, Any]:
+        return {
+            "NetworkInterfaces": [
+                {
+                    "Attachment": {"DeviceIndex": 0},
+                    "Groups": [{"GroupId": g, "GroupName": g} for g in groups],
+                }
+            ]
+        }
+
+    stub.add_response(
+        "describe_instances",
+        reservations(
+            instance("i-1", "running", **nic("sg-web", "sg-default")),
+            instance("i-2", "running", **nic("sg-web")),
+        ),
+        {"InstanceIds": ["i-1", "i-2", "i-9"]},
+    )
+    ssh = {
+        "IpProtocol": "tcp",
+        "FromPort": 22,
+        "ToPort": 22,
+        "IpRanges": [{"CidrIp": "198.51.100.7/32"}],
+    }
+    own = {"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": "sg-default"}]}
+    stub.add_response(
+        "describe_security_groups",
+        {
+            "SecurityGroups": [
+                {"GroupId": "sg-default", "IpPermissions": [own]},
+                {"GroupId": "sg-web", "IpPermissions": [ssh]},
+            ]
+        },
+        {"GroupIds": ["sg-default", "sg-web"]},  # the union, once
+    )
+    walls = provider.firewalls(["i-1", "i-2", "i-9"])
+    me = [ipaddress.IPv4Network("198.51.100.7/32")]
+    assert walls["i-1"].groups == ("sg-web", "sg-default") and walls["i-1"].admits(22, me)
+    assert walls["i-2"].groups == ("sg-web",) and walls["i-2"].admits(22, me)
+    assert not walls["i-2"].admits(22, [ipaddress.IPv4Network("192.0.2.1/32")])
+    assert "i-9" not in walls  # the describe did not show it: left out
+    stub.add_client_error("describe_instances", "InvalidInstanceID.NotFound", "i-9")
+    with pytest.raises(NotFoundError):
+        provider.firewall("i-9")
+
+
+def test_register_key_replaces_a_key_of_that_name(ec2: tuple[AwsProvider, Stubber]) -> None:
+    provider, stub = ec2
+    sent = {
+        "KeyName": "interlock-web-1",
+        "PublicKeyMaterial": b"ssh-ed25519 AAAA x",
+        "TagSpecifications": [
+            {"ResourceType": "key-pair", "Tags": [{"Key": "interlock:node", "Value": "web-1"}]}
+        ],
+    }
+    tags = {"interlock:node": "web-1"}
+    stub.add_response("import_key_pair", {"KeyName": "interlock-web-1"}, sent)
+    assert provider.register_key("interlock-web-1", "ssh-ed25519 AAAA x", tags) == "interlock-web-1"
+    stub.add_client_error("import_key_pair", "InvalidKeyPair.Duplicate", "exists")
+    stub.add_response("delete_key_pair", {}, {"KeyName": "interlock-web-1"})
+    stub.add_response("import_key_pair", {"KeyName": "interlock-web-1"}, sent)
+    assert provider.register_key("interlock-web-1", "ssh-ed25519 AAAA x", tags) == "interlock-web-1"
+    stub.add_client_error("import_key_pair", "InvalidKey.Format", "bad")
+    with pytest.raises(InvalidRequestError, match=r"InvalidKey\.Format"):
+        provider.register_key("interlock-web-1", "ssh-ed25519 AAAA x", tags)

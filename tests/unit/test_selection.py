@@ -12,7 +12,7 @@ from interlock.model import Flavor, Image, Metadata, Network, Traits
 from interlock.profiles import login_candidates
 from interlock.providers.normalize import distro_version
 from interlock.selection import NoMatch, choose
-from interlock.state.sqlite import SqliteStore as Store
+from interlock.state import open_store
 
 FLAVORS = (
     Flavor(id="big", name="big", vcpus=8, ram_mib=32768),
@@ -91,7 +91,7 @@ def test_image_names_normalize(name: str, expected: tuple[str, str]) -> None:
 
 
 def test_login_candidates_are_layered(tmp_path: Path) -> None:
-    store = Store(tmp_path / "s.db")
+    store = open_store(tmp_path / "s.db")
     img = Image(id="i", name="i", distro="rhel", version="9", login_hints=("ec2-user",))
     plain = [u for u, _ in login_candidates("s", DeclaredProfile(), store, img)]
     assert plain[0] == "ec2-user" and plain.index("root") < plain.index("cloud-user")

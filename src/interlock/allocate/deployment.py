@@ -4,16 +4,18 @@ for with progress, and released; used by `interlock up` and by conformance runs 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from interlock.allocate.workflow import Allocator
 from interlock.engine import Engine
 from interlock.errors import ExitCode, InterlockError
 from interlock.model import Traits
 from interlock.state import NodeRecord, Progress
+
+OPEN = ("pending", "allocating")
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,7 @@ async def bring_up(
     sites: list[str],
     traits: Traits,
     progress: Progress,
+    detach: bool = False,
 ) -> list[NodeRecord]:
     """`up` on an allocator already running (several deployments at once, as conform does).
 
@@ -44,7 +47,7 @@ async def bring_up(
     for site in sites:  # a bad request fails here, before anything is created
         await e.choose(site, traits)
     wanted = [(f"{deployment}-{i}", traits, None) for i in range(1, count + 1)]
-    await add_nodes(allocator, deployment, wanted, sites, progress)
+    await add_nodes(allocator, deployment, wanted, sites, progress, detach)
     return e.store.nodes(deployment)
 
 
@@ -54,8 +57,10 @@ async def add_nodes(
     wanted: Sequence[tuple[str, Traits, str | None]],
     sites: list[str],
     progress: Progress,
+    detach: bool = False,
 ) -> None:
-    """Nodes (name, traits, group) of `deployment` through the eight steps, waited for."""
+    """Nodes (name, traits, group) of `deployment` through the eight steps, waited for
+    (`detach`: only enqueued)."""
     e = allocator.e
     records = [
         NodeRecord(
@@ -70,22 +75,27 @@ async def add_nodes(
     ]
     for record in records:
         e.store.put(record)
-    waits = [await start(allocator, record) for record in records]
-    await wait(e, waits, deployment, progress)
+    await enqueue(allocator, records)
+    if not detach:
+        await follow(e, [r.name for r in records], deployment, progress)
 
 
-async def start(allocator: Allocator, record: NodeRecord) -> Awaitable[Any]:
-    """The node's workflow, started from its record, or the one already under that id
-    (DBOS starts a workflow id once); returns what to await for its end."""
+async def enqueue(allocator: Allocator, records: Sequence[NodeRecord]) -> None:
+    """Each node's workflow on its first site's queue, from its record; a workflow id
+    already there is left as it is (DBOS starts a workflow id once)."""
     from dbos import DBOS, SetWorkflowID
 
-    assert record.workflow_id is not None
-    traits = Traits.model_validate(record.traits)
-    with SetWorkflowID(record.workflow_id):
-        handle = await DBOS.start_workflow_async(
-            allocator.allocate, record.name, record.deployment, record.sites, traits
-        )
-    return handle.get_result()
+    from interlock.durable import site_queue
+
+    for record in records:
+        assert record.workflow_id is not None
+        queue = await DBOS.retrieve_queue_async(site_queue(record.sites[0]))
+        assert queue is not None
+        traits = Traits.model_validate(record.traits)
+        with SetWorkflowID(record.workflow_id):
+            await queue.enqueue_async(
+                allocator.allocate, record.name, record.deployment, record.sites, traits
+            )
 
 
 def unfinished(e: Engine) -> list[NodeRecord]:
@@ -93,15 +103,31 @@ def unfinished(e: Engine) -> list[NodeRecord]:
     return [n for n in e.store.nodes() if n.status in ("pending", "allocating") and n.workflow_id]
 
 
-async def wait(
-    e: Engine, waits: Sequence[Awaitable[Any]], deployment: str | None, progress: Progress
+async def follow(
+    e: Engine, names: Sequence[str], deployment: str | None, progress: Progress
 ) -> None:
-    done = asyncio.ensure_future(asyncio.gather(*waits))
-    while not done.done():
-        progress(e.store.nodes(deployment))
-        await asyncio.wait([done], timeout=0.25)
-    progress(e.store.nodes(deployment))
-    done.result()
+    """Until each of `names` is ready or failed, whichever process runs it: progress from
+    the store; a workflow that ended without saying (a bug) marks its node failed."""
+    from dbos import DBOS
+
+    waiting, checked = set(names), time.monotonic()
+    while True:
+        records = e.store.nodes(deployment)
+        progress(records)
+        open_ = {r.name: r for r in records if r.name in waiting and r.status in OPEN}
+        if not open_:
+            return
+        if time.monotonic() - checked > 2:
+            checked = time.monotonic()
+            ids = {r.workflow_id: r.name for r in open_.values() if r.workflow_id}
+            for wf in await DBOS.list_workflows_async(
+                workflow_ids=list(ids), load_input=False, load_output=False
+            ):
+                if wf.status in ("ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"):
+                    name = ids[wf.workflow_id]
+                    why = f"its workflow ended {wf.status.lower()}: {wf.error or '?'}"
+                    e.store.update(name, status="failed", error=str(why)[:300])
+        await asyncio.sleep(0.25)
 
 
 async def down(e: Engine, deployment: str | None, only: set[str] | None = None) -> Released:

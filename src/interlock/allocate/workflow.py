@@ -23,10 +23,12 @@ from interlock.allocate.results import Addressed, LoggedIn, Registered
 from interlock.engine import Engine, ownership, site_key_ref
 from interlock.model import STEP_LABELS, Choice, Fixup, StepName, Traits
 from interlock.profiles import login_candidates
-from interlock.providers.base import NodeRequest, ProviderError, QuotaError
+from interlock.providers.base import NodeRequest, ProviderError, QuotaError, ServerInfo
 from interlock.ssh import access, keys
 from interlock.ssh.remote import AccessError
 from interlock.state import Attempt, NodeStatus
+
+POLL = 0.5  # seconds between looks at a node not running yet
 
 
 @DBOS.dbos_class()
@@ -46,6 +48,7 @@ class Allocator(DBOSConfiguredInstance):
         """Step 1: the node-specific ed25519 key (the private half stays a 0600 file),
         registered with the site (key_ref None: the site has no key API)."""
         e = self.e
+        resumed = _begun(e, node, "node_key")
         e.progress(node, "node_key")
         path = e.key_path(node)
         if path.exists():
@@ -54,7 +57,9 @@ class Allocator(DBOSConfiguredInstance):
             public = keys.new_key(path, f"interlock:{node}")
         provider = e.provider(site)
         ref = site_key_ref(node)
-        if await e.call(site, provider.key_exists, ref):
+        # Only a step run before may have registered it already (register_key also takes
+        # a name taken over); a first run spends no call on looking.
+        if resumed and await e.call(site, provider.key_exists, ref):
             return Registered(public=public, key_ref=ref)
         got = await e.call(site, provider.register_key, ref, public, ownership(deployment, node))
         e.progress(node, "node_key", key_ref=got)
@@ -71,50 +76,58 @@ class Allocator(DBOSConfiguredInstance):
     @DBOS.step()
     async def request(
         self, site: str, node: str, deployment: str, choice: Choice, key: Registered
-    ) -> str:
-        """Step 4: request the node, with ownership tags; safe to repeat."""
+    ) -> ServerInfo:
+        """Step 4: request the node, with ownership tags; safe to repeat (a step run before
+        first looks for the server its node's tag names; EC2 also gets an idempotency token)."""
         e = self.e
+        resumed = _begun(e, node, "request")
         e.progress(node, "request")
         provider = e.provider(site)
-        existing = await e.call(site, provider.find_node, node)
+        existing = await e.call(site, provider.find_node, node) if resumed else None
         if existing is not None:
-            server = existing
+            info = ServerInfo(existing, "pending", None, None)
         else:
             tags = ownership(deployment, node)
-            server = await e.call(
-                site,
-                provider.create_node,
-                NodeRequest(
-                    node, choice.image, choice.flavor, choice.network, key.key_ref, tags, key.public
-                ),
+            request = NodeRequest(
+                node,
+                choice.image,
+                choice.flavor,
+                choice.network,
+                key.key_ref,
+                tags,
+                key.public,
+                token=f"{node}-{site}-{DBOS.workflow_id}"[-64:],
             )
+            info = await e.call(site, provider.create_node, request)
         e.progress(
             node,
             "request",
-            server_id=server,
+            server_id=info.server_id,
             image=choice.image.id,
             flavor=choice.flavor.id,
             image_name=choice.image.name,
             flavor_name=choice.flavor.name,
             image_os=(choice.image.distro, choice.image.version),
         )
-        return server
+        return info
 
     @DBOS.step()
     async def public_address(
-        self, site: str, node: str, deployment: str, server: str, choice: Choice
+        self, site: str, node: str, deployment: str, created: ServerInfo, choice: Choice
     ) -> Addressed:
         """Step 5: the direct public address, or a floating IP where selection said one is
-        needed (or none came)."""
+        needed (or none came). The request's answer may tell it already; otherwise the
+        node's state comes from the describes all pending nodes of the site share."""
         e = self.e
+        resumed = _begun(e, node, "public_address")
         e.progress(node, "public_address")
         provider = e.provider(site)
         deadline = e.ssh_deadline(site)
         fixups: list[Fixup] = []
         record = e.store.get(node)
         ip, ref = (record.public_ip, record.public_ip_ref) if record else (None, None)
+        server, info = created.server_id, created
         while ip is None:
-            info = await e.call(site, provider.describe_node, server)
             if info.state == "running" and info.public_ip and not choice.needs_floating_ip:
                 ip = info.public_ip
             elif info.state == "running":
@@ -125,16 +138,18 @@ class Allocator(DBOSConfiguredInstance):
                 tags = ownership(deployment, node)
                 ip, ref = await e.call(site, provider.attach_public_ip, server, tags)
                 e.progress(node, "public_address", public_ip=ip, public_ip_ref=ref)
-                # A try that died half-way (retried, or a killed run of this step) may have
-                # left an address of this node's: only the one it has now stays.
-                for left in await e.call(site, provider.public_ips_of, node):
+                # A try that died half-way (a killed run of this step) may have left an
+                # address of this node's: only the one it has now stays.
+                for left in await e.call(site, provider.public_ips_of, node) if resumed else []:
                     if left != ref:
                         await e.call(site, provider.release_public_ip, left)
                 fixups.append(Fixup(step="public_address", text="floating IP allocated"))
             elif info.state == "gone" or time.monotonic() > deadline:
                 raise AccessError(f"{server} never reached running (state {info.state})")
             else:
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(POLL)
+                info = await e.describe(site, server)
+                continue
             e.progress(node, "public_address", public_ip=ip, public_ip_ref=ref)
         return Addressed(ip=ip, ref=ref, fixups=tuple(fixups))
 
@@ -236,8 +251,6 @@ class Allocator(DBOSConfiguredInstance):
         provider = e.provider(site)
         if key.key_ref is not None:
             await e.call(site, provider.delete_key, key.key_ref)
-            if await e.call(site, provider.key_exists, key.key_ref):
-                raise AccessError(f"the site still lists key {key.key_ref}")
         keys.remove(e.key_path(node))
         e.progress(node, "key_removal", key_ref=None)
         if key.key_ref is None:
@@ -269,12 +282,20 @@ class Allocator(DBOSConfiguredInstance):
             await e.release_groups(site, deployment)
 
     @DBOS.step()
-    async def begin(self, node: str, site: str) -> None:
-        """An attempt on `site` starts. A step, not workflow code: a workflow recovered after
-        its last step replays its code, and must not mark a finished node allocating."""
+    async def begin(self, node: str, site: str) -> float:
+        """An attempt on `site` starts (returns when). A step, not workflow code: a workflow
+        recovered after its last step replays its code, and must not mark a finished node
+        allocating."""
         self.e.store.update(
-            node, site=site, status="allocating", fixups=[], error=None, failed_step=None
+            node,
+            site=site,
+            status="allocating",
+            fixups=[],
+            error=None,
+            failed_step=None,
+            worker=self.e.executor,
         )
+        return time.time()
 
     @DBOS.step()
     async def finish(
@@ -291,57 +312,85 @@ class Allocator(DBOSConfiguredInstance):
             node, status=status, attempts=attempts, fixups=list(fixups), error=error
         )
 
+    @DBOS.step()
+    async def hand_on(self, node: str, workflow_id: str) -> None:
+        """The node's allocation goes on in the workflow `workflow_id` (the next site's)."""
+        self.e.store.update(node, workflow_id=workflow_id, status="pending")
+
     # -- the workflow --------------------------------------------------------------
 
     @DBOS.workflow()
     async def allocate(
-        self, node: str, deployment: str, sites: list[str], traits: Traits
+        self,
+        node: str,
+        deployment: str,
+        sites: list[str],
+        traits: Traits,
+        tried: list[Attempt] | None = None,
     ) -> NodeStatus:
-        """One node through the eight steps, over `sites` in order of preference."""
+        """One node through the eight steps on the first site of `sites` not `tried` yet,
+        taken from that site's queue (its slot held for the whole attempt). A quota or
+        capacity failure hands the node on to the next site's queue, as a new workflow."""
+        from interlock.durable import site_queue
+
         e = self.e
-        attempts: list[Attempt] = []
-        for site in sites:
-            await self.begin(node, site)
-            async with e.site(site).slots:
-                try:
-                    fixups = await self._on_site(site, node, deployment, traits)
-                except Exception as err:  # every failure rolls back this site's attempt
-                    record = e.store.get(node)
-                    step: StepName = (record.step if record else None) or "node_key"
-                    why = f"{STEP_LABELS[step]}: {_one_line(err)}"
-                    e.store.update(node, failed_step=step)
-                    try:
-                        await self.rollback(site, node, deployment)
-                    except Exception as left:  # what stays is on record: `down` retries
-                        why += f" (rollback incomplete: {_one_line(left)})"
-                        attempts.append(Attempt(site=site, result="failed", why=why))
-                        await self.finish(node, "failed", attempts)
-                        return "failed"
-                    attempts.append(Attempt(site=site, result="failed", why=why))
-                    if isinstance(err, QuotaError):
-                        continue  # capacity or quota: the next site may have room
-                    await self.finish(node, "failed", attempts)
-                    return "failed"
-            attempts.append(Attempt(site=site, result="ready"))
-            await self.finish(node, "ready", attempts, fixups)
-            return "ready"
-        await self.finish(node, "failed", attempts)
-        return "failed"
+        attempts = list(tried or [])
+        site = sites[len(attempts)]
+        started = await self.begin(node, site)
+        worker = e.executor
+        try:
+            fixups = await self._on_site(site, node, deployment, traits)
+        except Exception as err:  # every failure rolls back this site's attempt
+            record = e.store.get(node)
+            step: StepName = (record.step if record else None) or "node_key"
+            why = f"{STEP_LABELS[step]}: {_one_line(err)}"
+            e.store.update(node, failed_step=step)
+            try:
+                await self.rollback(site, node, deployment)
+            except Exception as left:  # what stays is on record: `down` retries
+                why += f" (rollback incomplete: {_one_line(left)})"
+                attempts.append(Attempt(site=site, result="failed", why=why, started=started,
+                                        ended=time.time(), worker=worker))  # fmt: skip
+                await self.finish(node, "failed", attempts)
+                return "failed"
+            attempts.append(Attempt(site=site, result="failed", why=why, started=started,
+                                    ended=time.time(), worker=worker))  # fmt: skip
+            if isinstance(err, QuotaError) and len(attempts) < len(sites):
+                # Capacity or quota: the next site may have room, under its own limits.
+                queue = await DBOS.retrieve_queue_async(site_queue(sites[len(attempts)]))
+                assert queue is not None
+                handle = await queue.enqueue_async(
+                    self.allocate, node, deployment, sites, traits, attempts
+                )
+                await self.hand_on(node, handle.workflow_id)
+                return "pending"
+            await self.finish(node, "failed", attempts)
+            return "failed"
+        attempts.append(Attempt(site=site, result="ready", started=started, ended=time.time(),
+                                worker=worker))  # fmt: skip
+        await self.finish(node, "ready", attempts, fixups)
+        return "ready"
 
     async def _on_site(
         self, site: str, node: str, deployment: str, traits: Traits
     ) -> tuple[Fixup, ...]:
         key = await self.node_key(site, node, deployment)
         choice = await self.select(site, node, traits)
-        server = await self.request(site, node, deployment, choice, key)
-        address = await self.public_address(site, node, deployment, server, choice)
-        opened = await self.reachable(site, node, deployment, server, address.ip)
+        created = await self.request(site, node, deployment, choice, key)
+        address = await self.public_address(site, node, deployment, created, choice)
+        opened = await self.reachable(site, node, deployment, created.server_id, address.ip)
         found = await self.login(site, node, address.ip, choice, key)
         before = await self.root_before(node, address.ip, found.user)
         secured = await self.secure(node, address.ip, found.user, before)
         dropped = await self.drop_node_key(site, node, address.ip, key)
         every = (*choice.fixups, *address.fixups, *opened, *found.fixups, *secured, *dropped)
         return tuple(dict.fromkeys(every))
+
+
+def _begun(e: Engine, node: str, step: StepName) -> bool:
+    """Whether a run of `step` began for `node` before this one (killed, or retried)."""
+    record = e.store.get(node)
+    return record is not None and step in record.timeline
 
 
 def _error(attempts: list[Attempt]) -> str:

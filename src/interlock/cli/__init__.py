@@ -12,7 +12,7 @@ import sys
 import typer
 
 from interlock import __version__
-from interlock.cli import access, compose, conform, nodes, serve
+from interlock.cli import access, compose, conform, nodes, serve, worker
 from interlock.cli.render import console
 from interlock.errors import InterlockError
 
@@ -27,6 +27,7 @@ nodes.register(app)
 access.register(app)
 compose.register(app)
 serve.register(app)
+app.command()(worker.worker)
 app.add_typer(conform.app, name="conform")
 
 

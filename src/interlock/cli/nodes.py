@@ -81,8 +81,15 @@ def up(
     os_: OsOpt = "ubuntu-24.04",
     sites_file: SitesOpt = None,
     as_json: JsonOpt = False,
+    detach: Annotated[
+        bool,
+        typer.Option(
+            "--detach", help="Enqueue for the workers and return (follow with `interlock ls`)."
+        ),
+    ] = False,
 ) -> None:
-    """Allocate SSH-ready, root-secured nodes (the eight steps, durable)."""
+    """Allocate SSH-ready, root-secured nodes (the eight steps, durable). Run by the
+    workers that are up (`interlock worker`), else by this command itself."""
     from interlock.errors import ExitCode, InterlockError
     from interlock.services import deploy
 
@@ -92,6 +99,18 @@ def up(
         )
     e = engine(sites_file)
     names, wanted = site_list(e, site), traits(cpus, memory, os_)
+    if detach:
+        from interlock import workers
+
+        queued = _run(deploy.up(e, name, count, names, wanted, lambda _: None, detach=True))
+        if as_json:
+            print(json.dumps({"deployment": name, "enqueued": [n.name for n in queued]}))
+        else:
+            render.lines(out, [f"{name}: {len(queued)} node(s) enqueued"])
+        if not workers.live(e.store).any:
+            why = "no worker is up: `interlock worker` (or `interlock resume`) runs them"
+            render.lines(err, [why])
+        return
     result = _live(lambda p: deploy.up(e, name, count, names, wanted, p), as_json)
     _report(result, as_json)
 

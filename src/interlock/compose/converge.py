@@ -232,12 +232,15 @@ def _changed(e: Engine, deployment: str, r: NodeRoleRecord) -> bool:
 
 
 async def _start(converger: Converger, r: NodeRoleRecord) -> asyncio.Future[Any]:
+    """The node-role's run on the roles queue (a worker, or this process, takes it)."""
+    from interlock.durable import ROLES
+
     assert r.workflow_id is not None
+    queue = await DBOS.retrieve_queue_async(ROLES)
+    assert queue is not None
     with SetWorkflowID(r.workflow_id):
-        handle = await DBOS.start_workflow_async(
-            converger.run_node_role, r.deployment, r.node, r.role
-        )
-    return asyncio.ensure_future(handle.get_result())
+        handle = await queue.enqueue_async(converger.run_node_role, r.deployment, r.node, r.role)
+    return asyncio.ensure_future(handle.get_result(polling_interval_sec=0.25))
 
 
 def order(graph: Graph) -> list[str]:

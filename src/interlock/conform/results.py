@@ -4,52 +4,53 @@ comparisons between two runs or two sites."""
 from __future__ import annotations
 
 import json
-import sqlite3
-from pathlib import Path
 from typing import Any
 
-from interlock.errors import ExitCode, InterlockError
+import sqlalchemy as sa
 
-SCHEMA = """CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY, started REAL NOT NULL, guideline TEXT NOT NULL,
-    sites TEXT NOT NULL, report TEXT NOT NULL)"""
+from interlock.errors import ExitCode, InterlockError
+from interlock.state.sql import conform_runs, connect
+from interlock.state.url import StateUrl
+
+runs = conform_runs
 
 
 class Results:
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None)
-        self._db.execute(SCHEMA)
+    """Conformance reports in the state database (beside the nodes and learned facts)."""
+
+    def __init__(self, url: StateUrl) -> None:
+        self._engine = connect(url)
 
     def save(self, report: dict[str, Any]) -> None:
         run = report["run"]
-        self._db.execute(
-            "INSERT INTO runs VALUES (?, ?, ?, ?, ?)",
-            (run["id"], run["started"], run["guideline"], ",".join(report["sites"]),
-             json.dumps(report)),
-        )  # fmt: skip
+        with self._engine.begin() as c:
+            c.execute(runs.insert().values(
+                id=run["id"], started=run["started"], guideline=run["guideline"],
+                sites=",".join(report["sites"]), report=json.dumps(report),
+            ))  # fmt: skip
+
+    def _rows(self, query: sa.Select[Any]) -> list[sa.Row[Any]]:
+        with self._engine.connect() as c:
+            return list(c.execute(query).all())
 
     def history(self) -> list[dict[str, Any]]:
-        rows = self._db.execute(
-            "SELECT id, started, guideline, sites, report FROM runs ORDER BY started DESC"
-        ).fetchall()
         out = []
-        for rid, started, guideline, sites, report in rows:
-            verdicts = {s: d["verdict"] for s, d in json.loads(report)["sites"].items()}
-            out.append({"id": rid, "started": started, "guideline": guideline,
-                        "sites": sites.split(","), "verdicts": verdicts})  # fmt: skip
+        for r in self._rows(sa.select(runs).order_by(runs.c.started.desc())):
+            verdicts = {s: d["verdict"] for s, d in json.loads(r.report)["sites"].items()}
+            out.append({"id": r.id, "started": r.started, "guideline": r.guideline,
+                        "sites": r.sites.split(","), "verdicts": verdicts})  # fmt: skip
         return out
 
     def get(self, run_id: str) -> dict[str, Any]:
+        query = sa.select(runs.c.report)
         if run_id == "latest":
-            row = self._db.execute(
-                "SELECT report FROM runs ORDER BY started DESC LIMIT 1"
-            ).fetchone()
+            query = query.order_by(runs.c.started.desc()).limit(1)
         else:
-            row = self._db.execute("SELECT report FROM runs WHERE id = ?", (run_id,)).fetchone()
-        if row is None:
+            query = query.where(runs.c.id == run_id)
+        rows = self._rows(query)
+        if not rows:
             raise InterlockError(f"no conformance run {run_id!r}", ExitCode.NOT_RUNNING)
-        report: dict[str, Any] = json.loads(row[0])
+        report: dict[str, Any] = json.loads(rows[0].report)
         return report
 
     def latest_with(self, site: str) -> dict[str, Any]:
@@ -59,7 +60,7 @@ class Results:
         raise InterlockError(f"no conformance run covers site {site!r}", ExitCode.NOT_RUNNING)
 
     def close(self) -> None:
-        self._db.close()
+        self._engine.dispose()
 
 
 def compare(a: tuple[str, dict[str, Any]], b: tuple[str, dict[str, Any]]) -> list[dict[str, Any]]:

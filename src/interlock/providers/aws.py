@@ -58,6 +58,29 @@ DEPLOYMENT_TAG = "interlock:deployment"
 PROTOCOLS: dict[str, Protocol] = {"-1": "all", "tcp": "tcp", "6": "tcp", "udp": "udp",
     "17": "udp", "icmp": "icmp", "1": "icmp"}  # fmt: skip
 STATES = {"pending": "pending", "running": "running", "stopping": "stopped", "stopped": "stopped"}
+CHUNK = 200  # ids per DescribeInstances or DescribeSecurityGroups (filters take 200 values)
+
+
+def _ingress(group: dict[str, Any]) -> list[Ingress]:
+    """A security group's inbound permissions as rules."""
+    rules = []
+    for p in group.get("IpPermissions", []):
+        proto = PROTOCOLS.get(str(p["IpProtocol"]).lower())
+        if proto is None:
+            continue
+        ports = (
+            (int(p["FromPort"]), int(p["ToPort"]))
+            if proto in ("tcp", "udp") and "FromPort" in p and p["FromPort"] != -1
+            else None
+        )
+        cidrs = tuple(
+            ipaddress.IPv4Network(r["CidrIp"], strict=False) for r in p.get("IpRanges", [])
+        )
+        if cidrs:
+            rules.append(Ingress(protocol=proto, ports=ports, sources=cidrs))
+        if p.get("UserIdGroupPairs") or p.get("PrefixListIds"):
+            rules.append(Ingress(protocol=proto, ports=ports, sources=None))
+    return rules
 
 
 def _tagged(resource: str, tags: dict[str, str] | None) -> dict[str, Any]:
@@ -185,12 +208,19 @@ class AwsProvider:
         return Metadata(flavors=flavors, images=tuple(images), networks=networks)
 
     def register_key(self, name: str, public_key: str, tags: dict[str, str] | None = None) -> str:
-        self._call(
-            self.ec2.import_key_pair,
-            KeyName=name,
-            PublicKeyMaterial=public_key.encode(),
+        kw: dict[str, Any] = {
+            "KeyName": name,
+            "PublicKeyMaterial": public_key.encode(),
             **_tagged("key-pair", tags),
-        )
+        }
+        try:
+            self._call(self.ec2.import_key_pair, **kw)
+        except InvalidRequestError as e:
+            if "InvalidKeyPair.Duplicate" not in e.detail:
+                raise
+            # There already (a step run again, a key left behind): this one replaces it.
+            self._call(self.ec2.delete_key_pair, KeyName=name)
+            self._call(self.ec2.import_key_pair, **kw)
         return name
 
     def delete_key(self, ref: str) -> None:
@@ -203,7 +233,7 @@ class AwsProvider:
             return False
         return True
 
-    def create_node(self, request: NodeRequest) -> str:
+    def create_node(self, request: NodeRequest) -> ServerInfo:
         kw: dict[str, Any] = {
             "ImageId": request.image.id,
             "InstanceType": request.flavor.id,
@@ -215,19 +245,67 @@ class AwsProvider:
             kw["KeyName"] = request.key_ref
         if request.network is not None:
             kw["SubnetId"] = request.network.id
-        out = self._call(self.ec2.run_instances, **kw)
-        return str(out["Instances"][0]["InstanceId"])
+        if request.token:
+            kw["ClientToken"] = request.token  # tried again: EC2 answers with the first run
+        inst = self._call(self.ec2.run_instances, **kw)["Instances"][0]
+        running = inst.get("State", {}).get("Name") == "running"
+        return ServerInfo(
+            str(inst["InstanceId"]),
+            "running" if running else "pending",
+            inst.get("PublicIpAddress"),
+            inst.get("PrivateIpAddress"),
+        )
+
+    def _by_ids(
+        self, fn: Callable[..., dict[str, Any]], by: str, name: str, ids: list[str]
+    ) -> list[dict[str, Any]]:
+        """The answers of `fn` for `ids`: one call by ids (parameter `by`) per CHUNK of them.
+        One unknown id fails such a call for all (InvalidInstanceID.NotFound,
+        InvalidGroup.NotFound): then the ids go in the filter `name`, which leaves unknown
+        ones out."""
+        pages = []
+        ids = list(dict.fromkeys(ids))
+        for at in range(0, len(ids), CHUNK):
+            chunk = ids[at : at + CHUNK]
+            try:
+                pages.append(self._call(fn, **{by: chunk}))
+            except NotFoundError:
+                if len(chunk) == 1:
+                    continue  # the one id asked for is the unknown one
+                kw: dict[str, Any] = {"Filters": [{"Name": name, "Values": chunk}]}
+                pages.append(self._call(fn, **kw))
+                while pages[-1].get("NextToken"):
+                    pages.append(self._call(fn, **kw, NextToken=pages[-1]["NextToken"]))
+        return pages
+
+    def _instances(self, server_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The instances of `server_ids` that EC2 knows, by id."""
+        pages = self._by_ids(self.ec2.describe_instances, "InstanceIds", "instance-id", server_ids)
+        return {
+            str(inst["InstanceId"]): dict(inst)
+            for page in pages
+            for r in page["Reservations"]
+            for inst in r["Instances"]
+        }
+
+    def describe_nodes(self, server_ids: list[str]) -> dict[str, ServerInfo]:
+        found = self._instances(server_ids)
+        out = {}
+        for server_id in server_ids:
+            inst = found.get(server_id)
+            if inst is None:
+                out[server_id] = ServerInfo(server_id, "gone", None, None)
+                continue
+            out[server_id] = ServerInfo(
+                server_id,
+                STATES.get(inst["State"]["Name"], "gone"),  # shutting-down, terminated
+                inst.get("PublicIpAddress"),
+                inst.get("PrivateIpAddress"),
+            )
+        return out
 
     def describe_node(self, server_id: str) -> ServerInfo:
-        try:
-            out = self._call(self.ec2.describe_instances, InstanceIds=[server_id])
-        except NotFoundError:
-            return ServerInfo(server_id, "gone", None, None)
-        inst = out["Reservations"][0]["Instances"][0]
-        state = STATES.get(inst["State"]["Name"], "gone")
-        return ServerInfo(
-            server_id, state, inst.get("PublicIpAddress"), inst.get("PrivateIpAddress")
-        )
+        return self.describe_nodes([server_id])[server_id]
 
     def find_node(self, name: str) -> str | None:
         out = self._call(
@@ -290,29 +368,23 @@ class AwsProvider:
         return [str(g["GroupId"]) for g in groups]
 
     def firewall(self, server_id: str) -> Firewall:
-        ids = self._group_ids(self._instance(server_id))
-        if not ids:
-            return Firewall(groups=())
-        groups = self._call(self.ec2.describe_security_groups, GroupIds=ids)["SecurityGroups"]
-        rules = []
-        for g in groups:
-            for p in g.get("IpPermissions", []):
-                proto = PROTOCOLS.get(str(p["IpProtocol"]).lower())
-                if proto is None:
-                    continue
-                ports = (
-                    (int(p["FromPort"]), int(p["ToPort"]))
-                    if proto in ("tcp", "udp") and "FromPort" in p and p["FromPort"] != -1
-                    else None
-                )
-                cidrs = tuple(
-                    ipaddress.IPv4Network(r["CidrIp"], strict=False) for r in p.get("IpRanges", [])
-                )
-                if cidrs:
-                    rules.append(Ingress(protocol=proto, ports=ports, sources=cidrs))
-                if p.get("UserIdGroupPairs") or p.get("PrefixListIds"):
-                    rules.append(Ingress(protocol=proto, ports=ports, sources=None))
-        return Firewall(groups=tuple(ids), rules=tuple(rules))
+        walls = self.firewalls([server_id])
+        if server_id not in walls:
+            raise NotFoundError(self.site, f"InvalidInstanceID.NotFound: no instance {server_id}")
+        return walls[server_id]
+
+    def firewalls(self, server_ids: list[str]) -> dict[str, Firewall]:
+        held = {i: self._group_ids(inst) for i, inst in self._instances(server_ids).items()}
+        union = sorted({g for ids in held.values() for g in ids})
+        pages = self._by_ids(self.ec2.describe_security_groups, "GroupIds", "group-id", union)
+        groups = {str(g["GroupId"]): g for page in pages for g in page["SecurityGroups"]}
+        return {
+            server_id: Firewall(
+                groups=tuple(ids),
+                rules=tuple(r for g in ids if g in groups for r in _ingress(groups[g])),
+            )
+            for server_id, ids in held.items()
+        }
 
     def _group(self, vpc: str, name: str) -> str | None:
         found = self._call(

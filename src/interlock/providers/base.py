@@ -81,6 +81,9 @@ class NodeRequest:
     tags: dict[str, str] = field(default_factory=dict)
     # The node key's public half, for sites that take keys with the request (GCE metadata).
     public_key: str = ""
+    # An idempotency token, the same for every try of one request: a site that takes one
+    # (EC2's ClientToken, GCE's requestId) never creates twice for a request tried again.
+    token: str = ""
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,9 @@ class ServerInfo:
     state: str  # pending | running | stopped | gone
     public_ip: str | None
     private_ip: str | None
+    # The node failed where it stands (OpenStack's ERROR: no valid host, …), state left
+    # "pending": what describe_node raises; a batched caller raises it for this node alone.
+    error: ProviderError | None = None
 
 
 class ProviderClass(Protocol):
@@ -108,16 +114,21 @@ class Provider(Protocol):
         self, name: str, public_key: str, tags: dict[str, str] | None = None
     ) -> str | None:
         """Register the node key, with the node's ownership tags where keys take tags; None
-        when the site has no key API."""
+        when the site has no key API. A key of that name there already is replaced."""
 
     def delete_key(self, ref: str) -> None: ...
 
     def key_exists(self, ref: str) -> bool: ...
 
-    def create_node(self, request: NodeRequest) -> str:
-        """Request a node; returns its server id. Raises QuotaError on capacity."""
+    def create_node(self, request: NodeRequest) -> ServerInfo:
+        """Request a node; returns what the create response tells (its id; "pending" unless
+        it says running). Raises QuotaError on capacity."""
 
-    def describe_node(self, server_id: str) -> ServerInfo: ...
+    def describe_node(self, server_id: str) -> ServerInfo:
+        """One node as the API shows it now; raises the error of a node that failed."""
+
+    def describe_nodes(self, server_ids: list[str]) -> dict[str, ServerInfo]:
+        """Every id's node in as few calls as the API allows; ids it does not know are gone."""
 
     def find_node(self, name: str) -> str | None:
         """The live server carrying node `name`'s ownership tag (a resumed request)."""
@@ -141,6 +152,10 @@ class Provider(Protocol):
     def firewall(self, server_id: str) -> Firewall:
         """The node's groups and their inbound rules as the API shows them (enforced
         False where the site filters nothing)."""
+
+    def firewalls(self, server_ids: list[str]) -> dict[str, Firewall]:
+        """`firewall` of every id in as few calls as the API allows; ids the API does not
+        show (gone, or no port yet) are left out, where `firewall` would raise."""
 
     def open_ports(
         self,

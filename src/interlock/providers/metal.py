@@ -133,7 +133,7 @@ class MetalProvider:
     def key_exists(self, ref: str) -> bool:
         return False
 
-    def create_node(self, request: NodeRequest) -> str:
+    def create_node(self, request: NodeRequest) -> ServerInfo:
         fitting = [
             uuid
             for uuid, m in self.machines.items()
@@ -152,7 +152,8 @@ class MetalProvider:
         except Exception:
             self.store.unclaim(self.site, machine)
             raise
-        return machine
+        # Powered on, not yet up: its address is the inventory's.
+        return ServerInfo(machine, "pending", self.machines[machine].public_ip, None)
 
     def _boot(self, machine: str) -> None:
         """A fresh install: a one-time network boot, then power on."""
@@ -172,6 +173,9 @@ class MetalProvider:
             system.refresh()
         on = system.power_state == sushy.PowerState.ON
         return ServerInfo(server_id, "running" if on else "stopped", m.public_ip, None)
+
+    def describe_nodes(self, server_ids: list[str]) -> dict[str, ServerInfo]:
+        return {i: self.describe_node(i) for i in server_ids}  # a BMC answers per machine
 
     def find_node(self, name: str) -> str | None:
         """The machine claimed for `name`. One that is still off is a request cut between
@@ -211,6 +215,9 @@ class MetalProvider:
 
     def firewall(self, server_id: str) -> Firewall:
         return Firewall(enforced=False)
+
+    def firewalls(self, server_ids: list[str]) -> dict[str, Firewall]:
+        return {i: Firewall(enforced=False) for i in server_ids}
 
     def open_ports(
         self,

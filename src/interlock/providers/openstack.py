@@ -108,9 +108,37 @@ def one_line(err: BaseException) -> str:
 
 
 NODE_TAG = "interlock:node"
+CHUNK = 40  # ids in one filter: 40 UUIDs make a query of about 2 KB
 DEPLOYMENT_TAG = "interlock:deployment"
 PROTOCOLS: dict[str | None, Protocol] = {None: "all", "tcp": "tcp", "6": "tcp", "udp": "udp",
     "17": "udp", "icmp": "icmp", "1": "icmp"}  # fmt: skip
+
+
+def _chunks(ids: list[str]) -> list[list[str]]:
+    """`ids` in CHUNKs: a filter's values go in the URL, which proxies keep short."""
+    return [ids[at : at + CHUNK] for at in range(0, len(ids), CHUNK)]
+
+
+def _enforced(port: Any) -> bool:
+    """Whether Neutron filters the port's traffic (port security off: nothing filtered)."""
+    return port.is_port_security_enabled is not False
+
+
+def _ingress(r: Any) -> list[Ingress]:
+    """A security group rule as interlock's rule (none: a protocol it does not weigh)."""
+    proto = PROTOCOLS.get(r.protocol.lower() if r.protocol else None)
+    if proto is None:
+        return []
+    low, high = r.port_range_min, r.port_range_max
+    ports = (int(low), int(high if high is not None else low)) if low else None
+    sources: tuple[ipaddress.IPv4Network, ...] | None
+    if r.remote_group_id or getattr(r, "remote_address_group_id", None):
+        sources = None  # members of a group: never the operator
+    elif r.remote_ip_prefix:
+        sources = (ipaddress.IPv4Network(r.remote_ip_prefix, strict=False),)
+    else:
+        sources = (ANYWHERE,)
+    return [Ingress(protocol=proto, ports=ports, sources=sources)]
 
 
 class OpenstackProvider:
@@ -266,7 +294,15 @@ class OpenstackProvider:
 
     def register_key(self, name: str, public_key: str, tags: dict[str, str] | None = None) -> str:
         # Nova's keypairs take no tags: the name (interlock-NODE) is the ownership mark.
-        self._call(self.conn.compute.create_keypair, name=name, public_key=public_key)
+        with self._mapped():
+            try:
+                self.conn.compute.create_keypair(name=name, public_key=public_key)
+            except osx.ConflictException as e:
+                if QUOTA_TEXT.search(str(e)):
+                    raise
+                # There already (a step run again, a key left behind): this one replaces it.
+                self.conn.compute.delete_keypair(name, ignore_missing=True)
+                self.conn.compute.create_keypair(name=name, public_key=public_key)
         return name
 
     def delete_key(self, ref: str) -> None:
@@ -281,7 +317,8 @@ class OpenstackProvider:
 
     # -- servers -------------------------------------------------------------
 
-    def create_node(self, request: NodeRequest) -> str:
+    def create_node(self, request: NodeRequest) -> ServerInfo:
+        # Nova takes no idempotency token (a request id only traces): find_node is the guard.
         networks: Any = [{"uuid": request.network.id}] if request.network else "auto"
         kw: dict[str, Any] = {
             "name": request.name,
@@ -293,17 +330,17 @@ class OpenstackProvider:
         if request.key_ref:
             kw["key_name"] = request.key_ref
         server = self._call(self.conn.compute.create_server, **kw)
-        return str(server.id)
+        # Nova answers a create with the id alone (no status, no addresses yet).
+        running = server.status == "ACTIVE"
+        return ServerInfo(str(server.id), "running" if running else "pending", None, None)
 
-    def describe_node(self, server_id: str) -> ServerInfo:
-        try:
-            s = self._call(self.conn.compute.get_server, server_id)
-        except NotFoundError:
-            return ServerInfo(server_id, "gone", None, None)
+    def _info(self, s: Any) -> ServerInfo:
+        """A server as interlock sees it; one in ERROR carries its fault as the error."""
         if s.status == "ERROR":
             fault = " ".join(str((s.fault or {}).get("message", "no fault recorded")).split())
             cls = QuotaError if QUOTA_TEXT.search(fault) else InvalidRequestError
-            raise cls(self.site, f"server {server_id} went to ERROR: {fault}")
+            error = cls(self.site, f"server {s.id} went to ERROR: {fault}")
+            return ServerInfo(str(s.id), "pending", None, None, error=error)
         public = self._public_networks()
         floating, direct, private = None, None, None
         for net, addrs in (s.addresses or {}).items():
@@ -317,11 +354,38 @@ class OpenstackProvider:
                 else:
                     private = private or a["addr"]
         return ServerInfo(
-            server_id,
+            str(s.id),
             STATES.get(s.status, "pending"),
             floating or direct or s.access_ipv4 or None,
             private or direct,
         )
+
+    def describe_nodes(self, server_ids: list[str]) -> dict[str, ServerInfo]:
+        """One id: GET the server; more: one listing of the project's servers (Nova filters
+        no list by ids), the ids picked from it."""
+        if len(set(server_ids)) == 1:
+            (server_id,) = set(server_ids)
+            try:
+                found = {server_id: self._call(self.conn.compute.get_server, server_id)}
+            except NotFoundError:
+                found = {}
+        elif server_ids:
+            wanted = set(server_ids)
+            with self._mapped():
+                found = {s.id: s for s in self.conn.compute.servers(details=True) if s.id in wanted}
+        else:
+            return {}
+        with self._mapped():
+            return {
+                i: self._info(found[i]) if i in found else ServerInfo(i, "gone", None, None)
+                for i in server_ids
+            }
+
+    def describe_node(self, server_id: str) -> ServerInfo:
+        info = self.describe_nodes([server_id])[server_id]
+        if info.error is not None:
+            raise info.error
+        return info
 
     def find_node(self, name: str) -> str | None:
         with self._mapped():
@@ -395,30 +459,36 @@ class OpenstackProvider:
         return ports[0]
 
     def firewall(self, server_id: str) -> Firewall:
+        walls = self.firewalls([server_id])
+        if server_id not in walls:
+            raise TransientError(self.site, f"server {server_id} has no port yet")
+        return walls[server_id]
+
+    def firewalls(self, server_ids: list[str]) -> dict[str, Firewall]:
+        """Two calls for up to CHUNK servers: their ports, then the ingress rules of their
+        groups (Neutron takes a filter's values repeated: any of them matches)."""
+        if not server_ids:
+            return {}
         with self._mapped():
-            port = self._port(server_id)
-            ids = tuple(port.security_group_ids or ())
-            if port.is_port_security_enabled is False:
-                return Firewall(enforced=False, groups=ids)
-            rules = []
-            for group in ids:
+            ports: dict[str, Any] = {}  # a server's first port, as _port takes it
+            for chunk in _chunks(sorted(set(server_ids))):
+                for p in self.conn.network.ports(device_id=chunk):
+                    ports.setdefault(p.device_id, p)
+            held = {i: tuple(p.security_group_ids or ()) for i, p in ports.items()}
+            union = sorted({g for i, ids in held.items() for g in ids if _enforced(ports[i])})
+            rules: dict[str, list[Ingress]] = {g: [] for g in union}
+            for chunk in _chunks(union):
                 for r in self.conn.network.security_group_rules(
-                    security_group_id=group, direction="ingress", ether_type="IPv4"
+                    security_group_id=chunk, direction="ingress", ether_type="IPv4"
                 ):
-                    proto = PROTOCOLS.get(r.protocol.lower() if r.protocol else None)
-                    if proto is None:
-                        continue
-                    low, high = r.port_range_min, r.port_range_max
-                    ports = (int(low), int(high if high is not None else low)) if low else None
-                    sources: tuple[ipaddress.IPv4Network, ...] | None
-                    if r.remote_group_id or getattr(r, "remote_address_group_id", None):
-                        sources = None  # members of a group: never the operator
-                    elif r.remote_ip_prefix:
-                        sources = (ipaddress.IPv4Network(r.remote_ip_prefix, strict=False),)
-                    else:
-                        sources = (ANYWHERE,)
-                    rules.append(Ingress(protocol=proto, ports=ports, sources=sources))
-        return Firewall(groups=ids, rules=tuple(rules))
+                    if r.security_group_id in rules:
+                        rules[r.security_group_id] += _ingress(r)
+        return {
+            i: Firewall(groups=ids, rules=tuple(r for g in ids for r in rules[g]))
+            if _enforced(ports[i])
+            else Firewall(enforced=False, groups=ids)
+            for i, ids in held.items()
+        }
 
     def _rule(self, **kw: Any) -> None:
         with suppress(osx.ConflictException):  # there already (a repeated step)

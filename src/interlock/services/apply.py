@@ -149,9 +149,10 @@ async def _make(
         await add_nodes(durable.allocator, spec.name, missing, sites, progress)
     under_way = [n for n in e.store.nodes(spec.name) if n.status in ("pending", "allocating")]
     if under_way:  # an earlier process's allocations (resume)
-        from interlock.allocate.deployment import start, wait
+        from interlock.allocate.deployment import enqueue, follow
 
-        await wait(e, [await start(durable.allocator, n) for n in under_way], spec.name, progress)
+        await enqueue(durable.allocator, under_way)
+        await follow(e, [n.name for n in under_way], spec.name, progress)
     ready = [n for n in e.store.nodes(spec.name) if n.status == "ready"]
     await _open_ports(e, spec, ready)
     await _read_facts(e, ready)

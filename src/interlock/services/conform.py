@@ -13,6 +13,7 @@ from interlock import config
 from interlock.conform import guideline as guidelines
 from interlock.conform.results import Results, compare
 from interlock.errors import ExitCode, InterlockError
+from interlock.state.url import StateUrl
 
 
 @dataclass(frozen=True)
@@ -36,11 +37,20 @@ class Outcome:
 
 @contextmanager
 def results() -> Iterator[Results]:
-    store = Results(config.home() / "conform" / "results.sqlite")
+    store = Results(_state())
     try:
         yield store
     finally:
         store.close()
+
+
+def _state() -> StateUrl:
+    """The state URL as the sites file (if there is one) and the environment say."""
+    try:
+        sites = config.load_sites(config.sites_path())
+    except InterlockError:
+        sites = None
+    return config.state_url(config.home(), sites)
 
 
 def plan(

@@ -21,29 +21,36 @@ async def plan(e: Engine, names: list[str], traits: Traits) -> dict[str, Choice]
 
 
 async def up(
-    e: Engine, deployment: str, count: int, sites: list[str], traits: Traits, progress: Progress
+    e: Engine,
+    deployment: str,
+    count: int,
+    sites: list[str],
+    traits: Traits,
+    progress: Progress,
+    detach: bool = False,
 ) -> list[NodeRecord]:
-    """`count` nodes named DEPLOYMENT-1…N, each through the eight steps over `sites`."""
+    """`count` nodes named DEPLOYMENT-1…N, each through the eight steps over `sites`: run
+    here, or by the workers that are up (`detach`: enqueued, not waited for)."""
     from interlock.allocate.deployment import bring_up
     from interlock.durable import running
 
     e.check_sites(sites)
-    with running(e) as durable:
+    with running(e, "client" if detach else None) as durable:
         allocator = durable.allocator
-        return await bring_up(allocator, deployment, count, sites, traits, progress)
+        return await bring_up(allocator, deployment, count, sites, traits, progress, detach)
 
 
 async def resume(e: Engine, progress: Progress) -> list[NodeRecord]:
     """Finish the allocations an interrupted `up` (or `resume`) left, wherever it died:
-    each node's workflow goes on from its last finished step, or starts if it never did."""
-    from interlock.allocate.deployment import start, unfinished, wait
+    each node's workflow goes on from its last finished step (a dead process's are taken
+    over), or starts if it never did."""
+    from interlock.allocate.deployment import enqueue, follow, unfinished
     from interlock.durable import running
 
     pending = unfinished(e)
     with running(e) as durable:
-        allocator = durable.allocator
-        waits = [await start(allocator, n) for n in pending]
-        await wait(e, waits, None, progress)
+        await enqueue(durable.allocator, pending)
+        await follow(e, [n.name for n in pending], None, progress)
     return [r for r in (e.store.get(n.name) for n in pending) if r is not None]
 
 

@@ -1,4 +1,5 @@
-"""interlock's state: typed records behind a store interface (SQLite by default)."""
+"""interlock's state: typed records behind a store interface (SQLite by default, or
+PostgreSQL shared by several workers: see `state_url`)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from interlock.state.records import (
     NodeStatus,
     Progress,
     RoleState,
+    WorkerRecord,
 )
 from interlock.state.store import Store
+from interlock.state.url import StateUrl
 
 __all__ = [
     "Attempt",
@@ -25,13 +28,17 @@ __all__ = [
     "NodeStatus",
     "Progress",
     "RoleState",
+    "StateUrl",
     "Store",
+    "WorkerRecord",
     "open_store",
 ]
 
 
-def open_store(path: Path) -> Store:
-    """The store at `path` (SQLite; created on first use)."""
-    from interlock.state.sqlite import SqliteStore
+def open_store(where: StateUrl | Path) -> Store:
+    """The store at a state URL, or in a SQLite file (its tables made on first use)."""
+    from interlock.state.sql import SqlStore
 
-    return SqliteStore(path)
+    if isinstance(where, Path):
+        where = StateUrl.parse(f"sqlite:///{where}", where.parent)
+    return SqlStore(where)

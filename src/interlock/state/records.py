@@ -23,11 +23,15 @@ class Record(BaseModel):
 
 
 class Attempt(Record):
-    """One site's try at a node: ready, or failed and why (one line)."""
+    """One site's try at a node: ready, or failed and why (one line); when it held one of
+    the site's slots, and which worker ran it (how limits across workers are checked)."""
 
     site: str
     result: Literal["ready", "failed"]
     why: str = ""
+    started: float | None = None
+    ended: float | None = None
+    worker: str | None = None
 
 
 class NodeRecord(Record):
@@ -59,6 +63,7 @@ class NodeRecord(Record):
     # When each step began (Unix time), for time-to-SSH-ready and the like.
     timeline: dict[StepName, float] = {}
     group: str | None = None  # the deployment file's node group it belongs to
+    worker: str | None = None  # the executor that runs (or ran) its attempt
     facts: NodeFacts | None = None  # read once it is ready, for roles (compose)
 
     @field_validator("step", "failed_step", mode="before")
@@ -105,6 +110,17 @@ def named(name: str | None, ident: str | None) -> str:
     if name and ident and name != ident:
         return f"{name} ({ident})"
     return name or ident or "?"
+
+
+class WorkerRecord(Record):
+    """A process that runs durable work (`interlock worker`, or a command running its own),
+    as it registers itself: a live one beats; a dead one's work is taken over."""
+
+    executor: str  # its DBOS executor id
+    host: str
+    pid: int
+    started: float
+    kind: Literal["worker", "embedded"] = "worker"
 
 
 class Fact(BaseModel):

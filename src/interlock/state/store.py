@@ -1,14 +1,20 @@
 """The store's interface: what the engine, the steps and the services need of state.
 
-SQLite (interlock.state.sqlite) is the embedded default; every operation is one
-transaction, so several processes may share a store.
+One implementation (interlock.state.sql) serves SQLite, the embedded default, and
+PostgreSQL; every operation is one transaction, so several processes may share a store.
 """
 
 from __future__ import annotations
 
 from typing import Any, Protocol
 
-from interlock.state.records import DeploymentRecord, Fact, NodeRecord, NodeRoleRecord
+from interlock.state.records import (
+    DeploymentRecord,
+    Fact,
+    NodeRecord,
+    NodeRoleRecord,
+    WorkerRecord,
+)
 
 
 class Store(Protocol):
@@ -57,5 +63,14 @@ class Store(Protocol):
     def claimed_by(self, site: str, node: str) -> str | None: ...
 
     def unclaim(self, site: str, machine: str) -> None: ...
+
+    # -- workers (interlock.workers): heartbeats, and who takes over a dead one's work
+    def heartbeat(self, worker: WorkerRecord) -> None: ...
+
+    def workers(self) -> list[tuple[WorkerRecord, float]]: ...
+
+    def take_over(self, executor: str, by: str, seen_before: float) -> bool: ...
+
+    def retire(self, executor: str) -> None: ...
 
     def close(self) -> None: ...

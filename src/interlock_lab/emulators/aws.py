@@ -120,6 +120,7 @@ class AwsSite:
             "aws_access_key_id": ACCESS_KEY,
             "aws_secret_access_key": ACCESS_KEY,
             "password_file": str(self._secret_file()),
+            "api_calls": self.faults.counted(),  # what clients asked of EC2, by action
         }
 
     def client_config(self) -> config.AwsSite:

@@ -18,10 +18,16 @@ class FaultPicker:
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self.fired: dict[str, int] = {}
+        self.calls: dict[str, int] = {}  # every API call the site answered, by action
         self._spent: dict[int, int] = {}  # fault index -> times fired
+
+    def counted(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.calls)
 
     def pick(self, action: str) -> Fault | None:
         with self._lock:
+            self.calls[action] = self.calls.get(action, 0) + 1
             for i, fault in enumerate(self._faults):
                 if fault.action not in (action, "*"):  # "*": every action of the API
                     continue

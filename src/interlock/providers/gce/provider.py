@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import uuid
 from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -59,6 +60,8 @@ NODE_LABEL = "interlock-node"
 NAT_NAME = "External NAT"
 PROTOCOLS: dict[str, Protocol] = {"all": "all", "tcp": "tcp", "6": "tcp", "udp": "udp",
     "17": "udp", "icmp": "icmp", "1": "icmp"}  # fmt: skip
+# requestId must be a UUID: a request's token becomes one, the same for every try.
+TOKENS = uuid.UUID("5f1c7a3e-9b2d-4e8f-a6c1-0d3b7e9f2a4c")
 ARM_PREFIXES = ("t2a", "c4a", "n4a", "a4x")  # machine series on Arm (Ampere, Axion, Grace)
 
 STATES = {
@@ -87,6 +90,16 @@ def _ports(spec: list[str]) -> list[tuple[int, int] | None]:
         low, _, high = p.partition("-")
         out.append((int(low), int(high or low)))
     return out
+
+
+def _info(inst: compute_v1.Instance) -> ServerInfo:
+    public = private = None
+    if inst.network_interfaces:
+        nic = inst.network_interfaces[0]
+        private = nic.network_i_p or None
+        if nic.access_configs:
+            public = nic.access_configs[0].nat_i_p or None
+    return ServerInfo(inst.name, STATES.get(inst.status, "pending"), public, private)
 
 
 def _address_name(instance: str) -> str:
@@ -229,7 +242,7 @@ class GceProvider:
 
     # -- nodes -----------------------------------------------------------------
 
-    def create_node(self, request: NodeRequest) -> str:
+    def create_node(self, request: NodeRequest) -> ServerInfo:
         labels = {label(k): label(v) for k, v in request.tags.items()}
         if request.key_ref:
             labels[KEY_LABEL] = label(request.key_ref)
@@ -262,21 +275,28 @@ class GceProvider:
             labels=labels,
             metadata=compute_v1.Metadata(items=items),
         )
-        self.api.zonal(self.api.instances.insert_unary, instance_resource=instance)
-        return request.name
+        api = self.api
+        insert = compute_v1.InsertInstanceRequest(
+            project=api.project, zone=api.zone, instance_resource=instance
+        )
+        if request.token:
+            # Tried again with the same requestId, GCE answers with the first try's operation.
+            insert.request_id = str(uuid.uuid5(TOKENS, request.token))
+        api.wait(api.call(api.instances.insert_unary, request=insert))
+        return ServerInfo(request.name, "pending", None, None)  # the operation tells no more
 
     def describe_node(self, server_id: str) -> ServerInfo:
         try:
-            inst = self.api.instance(server_id)
+            return _info(self.api.instance(server_id))
         except NotFoundError:
             return ServerInfo(server_id, "gone", None, None)
-        public = private = None
-        if inst.network_interfaces:
-            nic = inst.network_interfaces[0]
-            private = nic.network_i_p or None
-            if nic.access_configs:
-                public = nic.access_configs[0].nat_i_p or None
-        return ServerInfo(server_id, STATES.get(inst.status, "pending"), public, private)
+
+    def describe_nodes(self, server_ids: list[str]) -> dict[str, ServerInfo]:
+        found = {i.name: i for i in self.api.named(server_ids)}
+        return {
+            i: _info(found[i]) if i in found else ServerInfo(i, "gone", None, None)
+            for i in server_ids
+        }
 
     def find_node(self, name: str) -> str | None:
         try:
@@ -377,13 +397,24 @@ class GceProvider:
         return list(self.api.call(self.api.firewalls.list, project=self.api.project))
 
     def firewall(self, server_id: str) -> Firewall:
-        inst = self.api.instance(server_id)
+        return self._firewall(self.api.instance(server_id), self._rules())
+
+    def firewalls(self, server_ids: list[str]) -> dict[str, Firewall]:
+        """Two calls for all: the instances (one filtered listing), the project's rules."""
+        found = self.api.named(server_ids)
+        if not found:
+            return {}
+        rules = self._rules()
+        return {i.name: self._firewall(i, rules) for i in found}
+
+    @staticmethod
+    def _firewall(inst: compute_v1.Instance, all_rules: list[compute_v1.Firewall]) -> Firewall:
         network = last(inst.network_interfaces[0].network)
         tags = set(inst.tags.items)
         accounts = {a.email for a in inst.service_accounts}
         rules, names = [], []
         # Allow rules only: a deny rule above them is not weighed (interlock adds none).
-        for r in self._rules():
+        for r in all_rules:
             if r.disabled or (r.direction or "INGRESS") != "INGRESS" or last(r.network) != network:
                 continue
             aimed = list(r.target_tags) or list(r.target_service_accounts)

@@ -1,0 +1,131 @@
+"""Several workers on one PostgreSQL: they share the sites' limits, and a worker killed for
+good has its unfinished work finished by another, each node created once, nothing left."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from interlock.state import Attempt, NodeRecord, StateUrl, open_store
+from interlock_lab import labdir
+from tests.lab.conftest import Cli, Lab, lab_cli, outstanding, wait_for
+
+LIMITS = {"aws": 3, "metal": 2}  # nodes in flight at once, across all workers
+WANT = {"aws": 16, "metal": 4}  # metal has four Ubuntu machines
+
+
+@pytest.fixture
+def cli(lab: Lab, tmp_path: Path, pg_state: str) -> Iterator[Cli]:
+    """The lab's sites with low limits, the state in PostgreSQL."""
+    sites = yaml.safe_load((Path(lab.state["dir"]) / labdir.SITES).read_text())
+    for site, limit in LIMITS.items():
+        sites["sites"][site]["limits"] = {"concurrency": limit}
+    (tmp_path / "sites.yaml").write_text(yaml.safe_dump(sites))
+    with lab_cli(lab.state, tmp_path / "home") as c:
+        c.env["INTERLOCK_SITES"] = str(tmp_path / "sites.yaml")
+        c.env["INTERLOCK_STATE_URL"] = pg_state
+        yield c
+
+
+@pytest.fixture
+def workers(cli: Cli) -> Iterator[list[tuple[subprocess.Popen[str], str]]]:
+    """Two `interlock worker` processes (stopped afterwards, whatever happened)."""
+    started: list[tuple[subprocess.Popen[str], str]] = []
+    try:
+        for _ in range(2):
+            proc = cli.popen("worker", "--json")
+            assert proc.stdout is not None
+            first = proc.stdout.readline()
+            assert first, proc.stderr.read() if proc.stderr else ""
+            started.append((proc, json.loads(first)["worker"]))
+        yield started
+    finally:
+        for proc, _ in started:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=60)
+
+
+def peak(attempts: list[Attempt]) -> int:
+    """The most attempts that held a slot at one moment."""
+    edges = sorted(
+        [(a.started, 1) for a in attempts if a.started]
+        + [(a.ended, -1) for a in attempts if a.ended]
+    )  # an end sorts before a start at the same instant
+    now = top = 0
+    for _, step in edges:
+        now += step
+        top = max(top, now)
+    return top
+
+
+def test_two_workers_share_the_limits_and_one_finishes_what_a_killed_one_left(
+    lab: Lab, cli: Cli, workers: list[tuple[subprocess.Popen[str], str]], pg_state: str
+) -> None:
+    before = {site: outstanding(lab, site) for site in WANT}
+    store = open_store(StateUrl.parse(pg_state, cli.home))
+    (victim, victim_id), (survivor, survivor_id) = workers
+    for site, count in WANT.items():
+        done = cli.json("up", f"w{site}", "--count", str(count), "--site", site, "--detach")
+        assert len(done["enqueued"]) == count
+
+    # Killed for good while it holds nodes in flight.
+    def victims() -> list[NodeRecord]:
+        return [n for n in store.nodes() if n.status == "allocating" and n.worker == victim_id]
+
+    held = wait_for("the victim to hold nodes in flight", victims, timeout=120)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+
+    def ended() -> list[NodeRecord] | None:
+        nodes = store.nodes()
+        return nodes if all(n.status in ("ready", "failed") for n in nodes) else None
+
+    nodes = wait_for("every node to end", ended, timeout=600)
+    assert [n.status for n in nodes] == ["ready"] * sum(WANT.values()), [
+        (n.name, n.error) for n in nodes if n.status != "ready"
+    ]
+    by_site = Counter(n.site for n in nodes)
+    assert by_site == Counter(WANT)
+    # The victim's nodes in flight were finished by the survivor (one might have ended in
+    # the moment between the look and the kill).
+    taken = [store.get(n.name) for n in held]
+    assert any(n is not None and n.worker == survivor_id for n in taken), taken
+    # Limits held across both workers: never more attempts in flight than the site allows.
+    for site, limit in LIMITS.items():
+        attempts = [a for n in nodes for a in n.attempts if a.site == site]
+        assert len(attempts) == WANT[site]  # one attempt each: nothing began twice
+        assert 0 < peak(attempts) <= limit, (site, peak(attempts))
+    # Each node created once: one server a node in the lab's ledger.
+    for site, count in WANT.items():
+        servers = [
+            e for e in outstanding(lab, site) if e["kind"] == "server" and e not in before[site]
+        ]
+        assert len(servers) == count, servers
+    assert not [w for w, _ in store.workers() if w.executor == victim_id]  # taken over
+    for site in WANT:
+        cli("down", f"w{site}")
+        assert outstanding(lab, site) == before[site]  # nothing leaked
+    survivor.send_signal(signal.SIGTERM)
+    assert survivor.wait(timeout=60) == 0
+    assert store.workers() == []
+    store.close()
+
+
+def test_up_without_workers_runs_its_own_and_detach_says_nobody_will(
+    cli: Cli, pg_state: str
+) -> None:
+    done = cli("up", "lone", "--count", "1", "--site", "aws", "--detach", "--json")
+    assert json.loads(done.stdout) == {"deployment": "lone", "enqueued": ["lone-1"]}
+    assert "no worker is up" in done.stderr
+    nodes: Any = cli.json("resume")  # runs them itself
+    assert [n["status"] for n in nodes] == ["ready"]
