@@ -12,6 +12,15 @@ in flight as ansible's forks. The other half get the same work from
 ansible-playbook (`-f FORKS`, pipelining on, the same checks), whose result is
 then checked with interlock's verification (not timed).
 
+The floor: right before each tool runs, the same nodes are reached once by a bare
+asyncssh connect (the login user, the EC2 key pair, known_hosts=None) and one
+`true`, all N at once with as many in flight as the tools get; timed for the
+whole batch. It is what any tool needs at minimum to reach each node once, and
+it leaves both halves equally warm (one login each) when the tools start.
+Interlock's steps 6-7 are printed as a ratio of the floor measured on its own
+nodes (goal: at most 1.5x), with each node's median time per phase (login,
+securing, verifying) against the floor's median connect + `true`.
+
 Also measured: what a wrong login name costs during discovery, as the time of a
 discovery that tries four wrong names before the right one, minus one that
 tries the right one first, divided by four (median of five runs).
@@ -38,6 +47,8 @@ from lablib import ec2_client, print_figures, private_aws_lab
 
 UBUNTU = "ami-0e2c8caa4b6378d8c"  # the aws site's Ubuntu 24.04 image (login: ubuntu)
 WRONG_FIRST = ["centos", "fedora", "cloud-user", "admin", "ubuntu"]
+LOGIN = DEFAULT_USERS["ubuntu"][0]  # the user the EC2 key pair logs in to on that image
+RATIO_GOAL = 1.5  # interlock's steps 6-7 at most this many times the floor
 
 PLAYBOOK = r"""
 - name: Root access with the platform keys, password login off
@@ -137,9 +148,38 @@ def launch(ec2: Any, count: int) -> list[str]:
     return [ips[i] for i in ids]
 
 
+async def floor(ips: list[str], node_key: Path, forks: int) -> tuple[float, float]:
+    """The least any tool needs: each node reached once (a bare asyncssh connect as the
+    login user with the EC2 key pair, one `true`), all at once, `forks` in flight.
+    Returns the batch's seconds and the median seconds per node."""
+    key = asyncssh.read_private_key(node_key)
+    slots = asyncio.Semaphore(forks)
+    each: list[float] = []
+
+    async def one(ip: str) -> None:
+        async with slots:
+            start = time.monotonic()
+            async with asyncssh.connect(
+                ip,
+                username=LOGIN,
+                client_keys=[key],
+                known_hosts=None,
+                agent_path=None,
+                preferred_auth="publickey",
+            ) as conn:
+                await conn.run("true", check=True)
+            each.append(time.monotonic() - start)
+
+    start = time.monotonic()
+    await asyncio.gather(*(one(ip) for ip in ips))
+    return time.monotonic() - start, statistics.median(each)
+
+
 async def interlock_secure(
     ips: list[str], node_key: Path, platform: Path, forks: int
-) -> tuple[float, set[str]]:
+) -> tuple[float, set[str], dict[str, float]]:
+    """Interlock's steps 6-7 on `ips`: the batch's seconds, the login users found, and
+    each phase's median seconds per node."""
     key = asyncssh.read_private_key(node_key)
     public = [keys.public_of(platform)]
     candidates = [(u, "hint") for u in DEFAULT_USERS["ubuntu"]] + [
@@ -147,18 +187,26 @@ async def interlock_secure(
     ]
     slots = asyncio.Semaphore(forks)
     users: set[str] = set()
+    phases: dict[str, list[float]] = {"login": [], "secure": [], "verify": []}
 
     async def one(ip: str) -> None:
         async with slots:
             deadline = time.monotonic() + 120
+            t0 = time.monotonic()
             found = await access.discover_login(ip, key, candidates, deadline)
             users.add(found.user)
+            t1 = time.monotonic()
             await access.secure_root(ip, found.user, key, public)
+            t2 = time.monotonic()
             await access.verify_root(ip, platform, deadline)
+            t3 = time.monotonic()
+            for phase, took in zip(phases, (t1 - t0, t2 - t1, t3 - t2), strict=True):
+                phases[phase].append(took)
 
     start = time.monotonic()
     await asyncio.gather(*(one(ip) for ip in ips))
-    return time.monotonic() - start, users
+    medians = {p: statistics.median(v) for p, v in phases.items()}
+    return time.monotonic() - start, users, medians
 
 
 async def wrong_user_cost(ip: str, node_key: Path) -> dict[str, float]:
@@ -240,18 +288,35 @@ def main() -> int:
         ours, theirs, probe = ips[:n], ips[n : 2 * n], ips[-1]
         asyncio.run(_wait_all(ips))
         wrong = asyncio.run(wrong_user_cost(probe, node_key))
-        ours_s, users = asyncio.run(interlock_secure(ours, node_key, platform, args.forks))
+        # The floor on each half right before its tool runs: both start equally warm.
+        floor_s, floor_each = asyncio.run(floor(ours, node_key, args.forks))
+        ours_s, users, phases = asyncio.run(interlock_secure(ours, node_key, platform, args.forks))
+        floor_theirs_s, _ = asyncio.run(floor(theirs, node_key, args.forks))
         theirs_s = ansible_secure(work, theirs, node_key, platform, args.forks)
         asyncio.run(verify_all(theirs, platform))  # ansible's result holds by our checks too
+    ratio = ours_s / floor_s
     figures: dict[str, Any] = {
         "nodes_each": n,
         "forks": args.forks,
         "interlock_seconds": round(ours_s, 2),
         "ansible_playbook_seconds": round(theirs_s, 2),
         "ansible_over_interlock": round(theirs_s / ours_s, 1),
+        "floor_seconds": round(floor_s, 2),
+        "interlock_steps_6_7_seconds": round(ours_s, 2),
+        "ratio_to_floor": round(ratio, 2),
+        "ratio_to_floor_goal": RATIO_GOAL,
+        "ratio_within_goal": ratio <= RATIO_GOAL,
+        "floor_per_node_median_seconds": round(floor_each, 3),
+        **{f"interlock_{p}_per_node_median_seconds": round(t, 3) for p, t in phases.items()},
+        "floor_ansible_nodes_seconds": round(floor_theirs_s, 2),
+        "ansible_ratio_to_floor": round(theirs_s / floor_theirs_s, 2),
         "login_users_found": sorted(users),
         **wrong,
     }
+    if not args.json:  # two decimals, and the goal beside the ratio
+        figures["ratio_to_floor"] = f"{ratio:.2f}x (goal <= {RATIO_GOAL:.2f}x)"
+        figures["ratio_to_floor_goal"] = f"<= {RATIO_GOAL:.2f}x"
+        figures["ansible_ratio_to_floor"] = f"{theirs_s / floor_theirs_s:.2f}x"
     print_figures(figures, args.json)
     return 0
 

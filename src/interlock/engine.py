@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from interlock import config
 from interlock.batch import Batcher
 from interlock.errors import ExitCode, InterlockError
-from interlock.model import Choice, Metadata, StepName, Traits
+from interlock.model import Choice, Fixup, Frozen, Metadata, StepName, Traits
 from interlock.profiles import floating_ip
 from interlock.state import StateUrl, Store, open_store
 
@@ -44,6 +44,16 @@ def ownership(deployment: str, node: str | None = None) -> dict[str, str]:
     resources (its security group) carry no node tag."""
     tags = {"interlock:owner": OWNER, "interlock:deployment": deployment}
     return tags if node is None else {**tags, "interlock:node": node}
+
+
+class Opened(Frozen):
+    """The groups a node request carries beyond the site's default, and why (fix-ups);
+    `admits`: the sources SSH was found (or made) admitted from, where that was decided
+    from the API's view before the request (step 5 then need not look again)."""
+
+    groups: tuple[str, ...] = ()
+    fixups: tuple[Fixup, ...] = ()
+    admits: tuple[str, ...] = ()
 
 
 @dataclass
@@ -80,6 +90,7 @@ class Engine:
         self._sites: dict[tuple[str, asyncio.AbstractEventLoop], SiteRuntime] = {}
         self._metadata: dict[str, Metadata] = {}
         self._fetching: dict[tuple[str, asyncio.AbstractEventLoop], asyncio.Task[Metadata]] = {}
+        self._groups: dict[tuple[str, str, asyncio.AbstractEventLoop], asyncio.Task[Opened]] = {}
 
     # -- what nodes need -----------------------------------------------------------
 
@@ -144,7 +155,10 @@ class Engine:
             async def walls(ids: list[str]) -> dict[str, Firewall]:
                 return await self.call(name, provider.firewalls, ids)
 
-            self._sites[key] = SiteRuntime(provider, rate, Batcher(states), Batcher(walls))
+            # Asked within half a second, one describe answers them all.
+            self._sites[key] = SiteRuntime(
+                provider, rate, Batcher(states, window=0.5), Batcher(walls, window=0.5)
+            )
         return self._sites[key]
 
     async def describe(self, site: str, server: str) -> ServerInfo:
@@ -224,6 +238,37 @@ class Engine:
         if await self.call(site, provider.key_exists, ref):
             await self.call(site, provider.delete_key, ref)
 
+    async def groups_at_creation(self, site: str, deployment: str, choice: Choice) -> Opened:
+        """Where what a new node gets by default would not admit SSH from the operator, the
+        deployment's own group (made once, shared by its nodes on the site) for the request
+        to carry: no node then needs it attached afterwards (one call less each)."""
+        key = (site, deployment, asyncio.get_running_loop())
+        task = self._groups.get(key)
+        if task is None or (task.done() and task.exception() is not None):
+            task = asyncio.ensure_future(self._decide_groups(site, deployment, choice))
+            self._groups[key] = task
+        return await asyncio.shield(task)
+
+    async def _decide_groups(self, site: str, deployment: str, choice: Choice) -> Opened:
+        from interlock import firewall
+
+        provider = self.provider(site)
+        settings = self.sites.sites[site]
+        if settings.profile.security_group is not None:
+            return Opened()  # the operator's group: step 5 attaches it where needed
+        # Before a node has an address, this host's address towards the site's API.
+        sources = firewall.operator_sources(settings.ssh_from, provider.api_host)
+        wall = await self.call(site, provider.default_firewall, choice.network)
+        admits = tuple(str(s) for s in sources)
+        if wall.admits(firewall.SSH, sources):
+            return Opened(admits=admits)
+        name, tags = firewall.group_name(deployment), ownership(deployment)
+        ref = await self.call(
+            site, provider.make_group, name, (firewall.SSH,), sources, tags, choice.network
+        )
+        text = f"security group allowing SSH from {firewall.shown(sources)} created"
+        return Opened(groups=(ref,), fixups=(Fixup(step="firewall", text=text),), admits=admits)
+
     async def admitted(
         self, site: str, server: str, ports: tuple[int, ...], sources: list[IPv4Network]
     ) -> bool:
@@ -255,6 +300,8 @@ class Engine:
         """Delete the security groups (GCE: firewall rules) carrying `deployment`'s tag on
         `site`; called by `down` once the deployment has no node left there."""
         provider = self.provider(site)
+        for key in [k for k in self._groups if k[:2] == (site, deployment)]:
+            del self._groups[key]  # made again by the next node that needs it
         for ref in await self.call(site, provider.groups_of, deployment):
             await self.call(site, provider.delete_group, ref)
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from interlock.model import Fixup, Frozen
+from interlock.providers.base import ServerInfo
 
 
 class Registered(Frozen):
@@ -10,6 +13,16 @@ class Registered(Frozen):
 
     public: str
     key_ref: str | None
+
+
+@dataclass(frozen=True)
+class Requested:
+    """Step 4: the server as the request's answer showed it, and why it carried groups
+    (a dataclass: the provider's ServerInfo is one)."""
+
+    server: ServerInfo
+    fixups: tuple[Fixup, ...] = ()
+    admits: tuple[str, ...] = ()  # SSH sources the request's groups admit (Opened.admits)
 
 
 class Addressed(Frozen):

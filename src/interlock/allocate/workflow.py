@@ -19,8 +19,8 @@ import asyncssh
 from dbos import DBOS, DBOSConfiguredInstance
 
 from interlock import firewall
-from interlock.allocate.results import Addressed, LoggedIn, Registered
-from interlock.engine import Engine, ownership, site_key_ref
+from interlock.allocate.results import Addressed, LoggedIn, Registered, Requested
+from interlock.engine import Engine, Opened, ownership, site_key_ref
 from interlock.model import STEP_LABELS, Choice, Fixup, StepName, Traits
 from interlock.profiles import login_candidates
 from interlock.providers.base import NodeRequest, ProviderError, QuotaError, ServerInfo
@@ -28,7 +28,7 @@ from interlock.ssh import access, keys
 from interlock.ssh.remote import AccessError
 from interlock.state import Attempt, NodeStatus
 
-POLL = 0.5  # seconds between looks at a node not running yet
+POLL = 2.0  # seconds between looks at a node not running yet (one describe for them all)
 
 
 @DBOS.dbos_class()
@@ -76,7 +76,7 @@ class Allocator(DBOSConfiguredInstance):
     @DBOS.step()
     async def request(
         self, site: str, node: str, deployment: str, choice: Choice, key: Registered
-    ) -> ServerInfo:
+    ) -> Requested:
         """Step 4: request the node, with ownership tags; safe to repeat (a step run before
         first looks for the server its node's tag names; EC2 also gets an idempotency token)."""
         e = self.e
@@ -84,9 +84,11 @@ class Allocator(DBOSConfiguredInstance):
         e.progress(node, "request")
         provider = e.provider(site)
         existing = await e.call(site, provider.find_node, node) if resumed else None
+        opened = Opened()
         if existing is not None:
             info = ServerInfo(existing, "pending", None, None)
         else:
+            opened = await e.groups_at_creation(site, deployment, choice)
             tags = ownership(deployment, node)
             request = NodeRequest(
                 node,
@@ -97,6 +99,7 @@ class Allocator(DBOSConfiguredInstance):
                 tags,
                 key.public,
                 token=f"{node}-{site}-{DBOS.workflow_id}"[-64:],
+                groups=opened.groups,
             )
             info = await e.call(site, provider.create_node, request)
         e.progress(
@@ -109,7 +112,7 @@ class Allocator(DBOSConfiguredInstance):
             flavor_name=choice.flavor.name,
             image_os=(choice.image.distro, choice.image.version),
         )
-        return info
+        return Requested(server=info, fixups=opened.fixups, admits=opened.admits)
 
     @DBOS.step()
     async def public_address(
@@ -155,18 +158,20 @@ class Allocator(DBOSConfiguredInstance):
 
     @DBOS.step()
     async def reachable(
-        self, site: str, node: str, deployment: str, server: str, ip: str
+        self, site: str, node: str, deployment: str, server: str, ip: str, admits: tuple[str, ...]
     ) -> tuple[Fixup, ...]:
         """Step 5, then (its `firewall` half): where the node's groups block SSH from the
         operator, a group that admits it (the profile's, or the deployment's own, made with
-        its ownership tags); then SSH answers at `ip`."""
+        its ownership tags); then SSH answers at `ip`. Where the request's groups were
+        chosen to admit these very sources, there is nothing to look at again."""
         e = self.e
         e.progress(node, "firewall")
         provider = e.provider(site)
         settings = e.sites.sites[site]
         sources = firewall.operator_sources(settings.ssh_from, ip)
         fixups: list[Fixup] = []
-        if not await e.admitted(site, server, (firewall.SSH,), sources):
+        decided = admits and admits == tuple(str(s) for s in sources)
+        if not decided and not await e.admitted(site, server, (firewall.SSH,), sources):
             named = settings.profile.security_group
             if named is not None:
                 group = await e.call(site, provider.attach_group, server, named)
@@ -273,10 +278,12 @@ class Allocator(DBOSConfiguredInstance):
             key_ref=None,
             login_user=None,
         )
+        # Any other node of it that may still use the group here (even one waiting in the
+        # queue, whose request may carry it already).
         others = [
             n
             for n in e.store.nodes(deployment)
-            if n.name != node and n.site == site and n.status in ("allocating", "ready", "deleting")
+            if n.name != node and n.status != "failed" and site in (n.site, *n.sites)
         ]
         if not others:
             await e.release_groups(site, deployment)
@@ -376,14 +383,18 @@ class Allocator(DBOSConfiguredInstance):
     ) -> tuple[Fixup, ...]:
         key = await self.node_key(site, node, deployment)
         choice = await self.select(site, node, traits)
-        created = await self.request(site, node, deployment, choice, key)
+        requested = await self.request(site, node, deployment, choice, key)
+        created = requested.server
         address = await self.public_address(site, node, deployment, created, choice)
-        opened = await self.reachable(site, node, deployment, created.server_id, address.ip)
+        opened = await self.reachable(
+            site, node, deployment, created.server_id, address.ip, requested.admits
+        )
         found = await self.login(site, node, address.ip, choice, key)
         before = await self.root_before(node, address.ip, found.user)
         secured = await self.secure(node, address.ip, found.user, before)
         dropped = await self.drop_node_key(site, node, address.ip, key)
-        every = (*choice.fixups, *address.fixups, *opened, *found.fixups, *secured, *dropped)
+        every = (*choice.fixups, *requested.fixups, *address.fixups, *opened, *found.fixups,
+                 *secured, *dropped)  # fmt: skip
         return tuple(dict.fromkeys(every))
 
 

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import boto3
 import botocore.session
@@ -83,6 +84,13 @@ def _ingress(group: dict[str, Any]) -> list[Ingress]:
     return rules
 
 
+def _firewall(ids: list[str], groups: dict[str, dict[str, Any]]) -> Firewall:
+    """The firewall of a node holding the groups `ids` (`groups`: those described, by id)."""
+    return Firewall(
+        groups=tuple(ids), rules=tuple(r for g in ids if g in groups for r in _ingress(groups[g]))
+    )
+
+
 def _tagged(resource: str, tags: dict[str, str] | None) -> dict[str, Any]:
     """EC2's TagSpecifications: the tags are the resource's from its creation."""
     if not tags:
@@ -122,6 +130,14 @@ class AwsProvider:
         self._opened: dict[
             tuple[str, str, tuple[int, ...], tuple[ipaddress.IPv4Network, ...]], str
         ] = {}
+        # What never changes, looked up once: a subnet's VPC (None: the default VPC), and a
+        # VPC's default security group.
+        self._vpcs: dict[str | None, str] = {}
+        self._defaults: dict[str, str] = {}
+
+    @property
+    def api_host(self) -> str:
+        return urlsplit(self.ec2.meta.endpoint_url).hostname or ""
 
     @contextmanager
     def _mapped(self) -> Iterator[None]:
@@ -195,6 +211,7 @@ class AwsProvider:
                 )
             )
         subnets = self._call(self.ec2.describe_subnets)["Subnets"]
+        self._vpcs.update({str(s["SubnetId"]): str(s["VpcId"]) for s in subnets if "VpcId" in s})
         networks = tuple(
             Network(
                 id=s["SubnetId"],
@@ -247,6 +264,11 @@ class AwsProvider:
             kw["SubnetId"] = request.network.id
         if request.token:
             kw["ClientToken"] = request.token  # tried again: EC2 answers with the first run
+        if request.groups:
+            # SecurityGroupIds replaces the VPC's default group: it goes first, kept.
+            vpc = self._vpc(request.network)
+            ids = [self._default_group(vpc), *(self._group_ref(vpc, g) for g in request.groups)]
+            kw["SecurityGroupIds"] = list(dict.fromkeys(ids))
         inst = self._call(self.ec2.run_instances, **kw)["Instances"][0]
         running = inst.get("State", {}).get("Name") == "running"
         return ServerInfo(
@@ -378,13 +400,58 @@ class AwsProvider:
         union = sorted({g for ids in held.values() for g in ids})
         pages = self._by_ids(self.ec2.describe_security_groups, "GroupIds", "group-id", union)
         groups = {str(g["GroupId"]): g for page in pages for g in page["SecurityGroups"]}
-        return {
-            server_id: Firewall(
-                groups=tuple(ids),
-                rules=tuple(r for g in ids if g in groups for r in _ingress(groups[g])),
-            )
-            for server_id, ids in held.items()
-        }
+        return {server_id: _firewall(ids, groups) for server_id, ids in held.items()}
+
+    def _vpc(self, network: Network | None) -> str:
+        """The VPC of a subnet (a Network's id); None: the default VPC, where RunInstances
+        puts a node without a subnet. Looked up once (DescribeSubnets, DescribeVpcs)."""
+        key = network.id if network is not None else None
+        if key not in self._vpcs:
+            if key is None:
+                found = self._call(
+                    self.ec2.describe_vpcs, Filters=[{"Name": "isDefault", "Values": ["true"]}]
+                )["Vpcs"]
+                if not found:
+                    raise InvalidRequestError(self.site, "no default VPC, and no subnet chosen")
+            else:
+                found = self._call(self.ec2.describe_subnets, SubnetIds=[key])["Subnets"]
+            self._vpcs[key] = str(found[0]["VpcId"])
+        return self._vpcs[key]
+
+    def _default(self, vpc: str) -> dict[str, Any]:
+        """The VPC's default security group, its rules as they are now (one call)."""
+        found = self._call(
+            self.ec2.describe_security_groups,
+            Filters=[
+                {"Name": "vpc-id", "Values": [vpc]},
+                {"Name": "group-name", "Values": ["default"]},
+            ],
+        )["SecurityGroups"]
+        if not found:
+            raise NotFoundError(self.site, f"InvalidGroup.NotFound: no default group in {vpc}")
+        group = dict(found[0])
+        self._defaults[vpc] = str(group["GroupId"])
+        return group
+
+    def _default_group(self, vpc: str) -> str:
+        """The id of the VPC's default security group (never changes: looked up once)."""
+        if vpc not in self._defaults:
+            self._default(vpc)
+        return self._defaults[vpc]
+
+    def _group_ref(self, vpc: str, group: str) -> str:
+        """A group's id from its id or its name in the VPC."""
+        if group.startswith("sg-"):
+            return group
+        ref = self._group(vpc, group)
+        if ref is None:
+            raise InvalidRequestError(self.site, f"no security group {group!r} in {vpc}")
+        return ref
+
+    def default_firewall(self, network: Network | None) -> Firewall:
+        """The VPC's default group: DescribeSecurityGroups (DescribeSubnets once per subnet)."""
+        group = self._default(self._vpc(network))
+        return _firewall([str(group["GroupId"])], {str(group["GroupId"]): group})
 
     def _group(self, vpc: str, name: str) -> str | None:
         found = self._call(
@@ -407,23 +474,29 @@ class AwsProvider:
             if "InvalidPermission.Duplicate" not in e.detail:
                 raise
 
-    def open_ports(
+    def make_group(
         self,
-        server_id: str,
+        name: str,
+        ports: tuple[int, ...],
+        sources: list[ipaddress.IPv4Network],
+        tags: dict[str, str],
+        network: Network | None,
+    ) -> str:
+        return self._made(self._vpc(network), name, ports, sources, tags)
+
+    def _made(
+        self,
+        vpc: str,
         name: str,
         ports: tuple[int, ...],
         sources: list[ipaddress.IPv4Network],
         tags: dict[str, str],
     ) -> str:
-        inst = self._instance(server_id)
-        vpc = str(inst["VpcId"])
+        """The group `name` in `vpc`, made (or found by name) and authorized; what this
+        process made and authorized before is not asked for again."""
         known = (vpc, name, ports, tuple(sources))
-        if known in self._opened:  # made and authorized for a node before this one
-            try:
-                self._attach(inst, self._opened[known])
-                return self._opened[known]
-            except NotFoundError:  # deleted meanwhile: made again below
-                del self._opened[known]
+        if known in self._opened:
+            return self._opened[known]
         group = self._group(vpc, name)
         if group is None:
             try:
@@ -447,8 +520,30 @@ class AwsProvider:
                 group, {"IpProtocol": "tcp", "FromPort": port, "ToPort": port, "IpRanges": ranges}
             )
         self._authorize(group, {"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": group}]})
-        self._attach(inst, group)
         self._opened[known] = group
+        return group
+
+    def open_ports(
+        self,
+        server_id: str,
+        name: str,
+        ports: tuple[int, ...],
+        sources: list[ipaddress.IPv4Network],
+        tags: dict[str, str],
+    ) -> str:
+        inst = self._instance(server_id)
+        vpc = str(inst["VpcId"])
+        known = (vpc, name, ports, tuple(sources))
+        made_before = known in self._opened  # made and authorized for a node before this one
+        group = self._made(vpc, name, ports, sources, tags)
+        try:
+            self._attach(inst, group)
+        except NotFoundError:
+            if not made_before:
+                raise
+            del self._opened[known]  # deleted meanwhile: made again
+            group = self._made(vpc, name, ports, sources, tags)
+            self._attach(inst, group)
         return group
 
     def _attach(self, inst: dict[str, Any], group: str) -> None:
@@ -495,3 +590,5 @@ class AwsProvider:
                 )
         with suppress(NotFoundError):
             self._call(self.ec2.delete_security_group, GroupId=ref)
+        for known in [k for k, group in self._opened.items() if group == ref]:
+            del self._opened[known]  # made again when asked for next

@@ -84,6 +84,9 @@ class NodeRequest:
     # An idempotency token, the same for every try of one request: a site that takes one
     # (EC2's ClientToken, GCE's requestId) never creates twice for a request tried again.
     token: str = ""
+    # Groups the node gets at its creation beyond what it gets by default (ids make_group
+    # returned, or an operator's group ids or names; GCE: network tags); none: the default.
+    groups: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,10 @@ class Provider(Protocol):
     site: str
     # A key that logs in before the node key is there (metal's pool key), with its user.
     bootstrap: tuple[Path, str] | None
+
+    @property
+    def api_host(self) -> str:
+        """The host name or address of the site's API endpoint."""
 
     def metadata(self) -> Metadata: ...
 
@@ -157,6 +164,20 @@ class Provider(Protocol):
         """`firewall` of every id in as few calls as the API allows; ids the API does not
         show (gone, or no port yet) are left out, where `firewall` would raise."""
 
+    def default_firewall(self, network: Network | None) -> Firewall:
+        """What a node requested on `network` with no extra groups gets, as the API shows it."""
+
+    def make_group(
+        self,
+        name: str,
+        ports: tuple[int, ...],
+        sources: list[ipaddress.IPv4Network],
+        tags: dict[str, str],
+        network: Network | None,
+    ) -> str:
+        """Make or reuse (name, ownership tags) group `name`: TCP `ports` from `sources`, all
+        from its members, `tags` from creation; its ref, for NodeRequest.groups."""
+
     def open_ports(
         self,
         server_id: str,
@@ -165,10 +186,7 @@ class Provider(Protocol):
         sources: list[ipaddress.IPv4Network],
         tags: dict[str, str],
     ) -> str:
-        """Make (or reuse, by name and ownership tags) the group `name`, carrying `tags`
-        from its creation, that admits TCP `ports` (SSH; a deployment's published ports)
-        from `sources` and everything from its own members; attach it to the node. Returns
-        the group's id."""
+        """`make_group` on the node's network, and the group attached to the node; its ref."""
 
     def attach_group(self, server_id: str, group: str) -> str:
         """Attach an existing group (name or id) to the node; returns its id."""

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 import sushy
@@ -63,6 +64,10 @@ class MetalProvider:
         self.bootstrap: tuple[Path, str] | None = (config.pool_key, "root")
         self.machines = {m.uuid: m for m in config.machines}
         self._conn: sushy.Sushy | None = None
+
+    @property
+    def api_host(self) -> str:
+        return urlsplit(self.config.endpoint).hostname or ""  # the Redfish service's
 
     @contextmanager
     def _mapped(self) -> Iterator[None]:
@@ -134,6 +139,7 @@ class MetalProvider:
         return False
 
     def create_node(self, request: NodeRequest) -> ServerInfo:
+        # request.groups: no firewall API, nothing filtered, nothing to carry.
         fitting = [
             uuid
             for uuid, m in self.machines.items()
@@ -218,6 +224,19 @@ class MetalProvider:
 
     def firewalls(self, server_ids: list[str]) -> dict[str, Firewall]:
         return {i: Firewall(enforced=False) for i in server_ids}
+
+    def default_firewall(self, network: Network | None) -> Firewall:
+        return Firewall(enforced=False)
+
+    def make_group(
+        self,
+        name: str,
+        ports: tuple[int, ...],
+        sources: list[ipaddress.IPv4Network],
+        tags: dict[str, str],
+        network: Network | None,
+    ) -> str:
+        raise InvalidRequestError(self.site, "a metal site has no security groups")
 
     def open_ports(
         self,

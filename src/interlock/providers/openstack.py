@@ -19,11 +19,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from keystoneauth1 import exceptions as ksa
 from openstack import connection
 from openstack import exceptions as osx
 from openstack.config import loader
+from openstack.network.v2.security_group_rule import SecurityGroupRule
 
 from interlock.config import OpenstackSite
 from interlock.errors import ExitCode, InterlockError
@@ -186,6 +188,14 @@ class OpenstackProvider:
                 self._conn = connection.Connection(config=cloud)
         return self._conn
 
+    @property
+    def api_host(self) -> str:
+        """The host of the auth URL (Keystone's; else the compute endpoint's)."""
+        url = self.conn.config.get_auth_args().get("auth_url")
+        if not url:
+            url = self._call(self.conn.compute.get_endpoint)
+        return urlsplit(str(url)).hostname or ""
+
     # -- metadata ------------------------------------------------------------
 
     def metadata(self) -> Metadata:
@@ -329,6 +339,11 @@ class OpenstackProvider:
         }
         if request.key_ref:
             kw["key_name"] = request.key_ref
+        if request.groups:
+            # Named, the project's default group is replaced: it goes first, kept (Nova takes
+            # a group's name or id as its "name").
+            names = dict.fromkeys(["default", *request.groups])
+            kw["security_groups"] = [{"name": g} for g in names]
         server = self._call(self.conn.compute.create_server, **kw)
         # Nova answers a create with the id alone (no status, no addresses yet).
         running = server.status == "ACTIVE"
@@ -490,20 +505,42 @@ class OpenstackProvider:
             for i, ids in held.items()
         }
 
+    def default_firewall(self, network: Network | None) -> Firewall:
+        """The project's group "default" with its rules (one call; one more for a network:
+        with port security off there, nothing is filtered)."""
+        with self._mapped():
+            if network is not None:
+                net = self.conn.network.get_network(network.id)
+                if net.is_port_security_enabled is False:
+                    return Firewall(enforced=False)
+            project = self.conn.current_project_id
+            found = list(self.conn.network.security_groups(name="default", project_id=project))
+        if not found:
+            raise NotFoundError(self.site, f"no security group default in project {project}")
+        group = found[0]
+        rules = [
+            rule
+            for r in group.security_group_rules or ()
+            if r.get("direction") == "ingress" and r.get("ethertype") == "IPv4"
+            for rule in _ingress(SecurityGroupRule.existing(**r))
+        ]
+        return Firewall(groups=(str(group.id),), rules=tuple(rules))
+
     def _rule(self, **kw: Any) -> None:
         with suppress(osx.ConflictException):  # there already (a repeated step)
             self.conn.network.create_security_group_rule(
                 direction="ingress", ether_type="IPv4", **kw
             )
 
-    def open_ports(
+    def make_group(
         self,
-        server_id: str,
         name: str,
         ports: tuple[int, ...],
         sources: list[ipaddress.IPv4Network],
         tags: dict[str, str],
+        network: Network | None,
     ) -> str:
+        """Neutron's groups are the project's, on every network: `network` does not matter."""
         mark = described(tags)
         with self._mapped():
             found = [
@@ -526,8 +563,20 @@ class OpenstackProvider:
                         remote_ip_prefix=str(source),
                     )
             self._rule(security_group_id=group.id, remote_group_id=group.id)
-            self._attach(server_id, group.id)
         return str(group.id)
+
+    def open_ports(
+        self,
+        server_id: str,
+        name: str,
+        ports: tuple[int, ...],
+        sources: list[ipaddress.IPv4Network],
+        tags: dict[str, str],
+    ) -> str:
+        group = self.make_group(name, ports, sources, tags, None)
+        with self._mapped():
+            self._attach(server_id, group)
+        return group
 
     def _attach(self, server_id: str, group: str) -> None:
         port = self._port(server_id)

@@ -32,6 +32,7 @@ import uuid
 from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from google.auth.credentials import Credentials
 from google.cloud import compute_v1
@@ -53,6 +54,7 @@ from interlock.providers.normalize import DEFAULT_USERS, distro_version
 if TYPE_CHECKING:
     from interlock.state import Store
 
+API = "https://compute.googleapis.com"  # where the SDK goes without an endpoint
 LOGIN_USER = "interlock"  # the account the guest agent creates from `ssh-keys`
 SSH_KEYS = "ssh-keys"
 KEY_LABEL = "interlock-key"
@@ -119,6 +121,10 @@ class GceProvider:
         self.site = site
         self.config = config
         self.api = GceClient(site, config, credentials)
+
+    @property
+    def api_host(self) -> str:
+        return urlsplit(self.config.endpoint or API).hostname or ""
 
     # -- metadata --------------------------------------------------------------
 
@@ -275,6 +281,8 @@ class GceProvider:
             labels=labels,
             metadata=compute_v1.Metadata(items=items),
         )
+        if request.groups:  # network tags: the firewall rules aimed at them apply from the start
+            instance.tags = compute_v1.Tags(items=list(dict.fromkeys(request.groups)))
         api = self.api
         insert = compute_v1.InsertInstanceRequest(
             project=api.project, zone=api.zone, instance_resource=instance
@@ -409,9 +417,33 @@ class GceProvider:
 
     @staticmethod
     def _firewall(inst: compute_v1.Instance, all_rules: list[compute_v1.Firewall]) -> Firewall:
-        network = last(inst.network_interfaces[0].network)
-        tags = set(inst.tags.items)
-        accounts = {a.email for a in inst.service_accounts}
+        return GceProvider._wall(
+            last(inst.network_interfaces[0].network),
+            set(inst.tags.items),
+            {a.email for a in inst.service_accounts},
+            all_rules,
+        )
+
+    def _network(self, network: Network | None) -> str:
+        """The (partial) URL of the VPC network a node on `network` is on: a subnetwork's is
+        the network its Network is named after (metadata's networks)."""
+        if network is None:
+            return f"projects/{self.api.project}/global/networks/default"
+        if "/subnetworks/" in network.id:
+            return f"projects/{self.api.project}/global/networks/{network.name}"
+        return network.id
+
+    def default_firewall(self, network: Network | None) -> Firewall:
+        """The network's rules aimed at every instance (no target tags or service accounts:
+        create_node gives neither); one call, the project's rules."""
+        return self._wall(last(self._network(network)), set(), set(), self._rules())
+
+    @staticmethod
+    def _wall(
+        network: str, tags: set[str], accounts: set[str], all_rules: list[compute_v1.Firewall]
+    ) -> Firewall:
+        """The firewall of an instance on `network` (its name) with network `tags` and
+        service `accounts`: the allow rules aimed at it."""
         rules, names = [], []
         # Allow rules only: a deny rule above them is not weighed (interlock adds none).
         for r in all_rules:
@@ -446,16 +478,25 @@ class GceProvider:
             if "alreadyExists" not in e.detail:  # made by a node beside this one, or before
                 raise
 
-    def open_ports(
+    def make_group(
         self,
-        server_id: str,
+        name: str,
+        ports: tuple[int, ...],
+        sources: list[ipaddress.IPv4Network],
+        tags: dict[str, str],
+        network: Network | None,
+    ) -> str:
+        return self._made(self._network(network), name, ports, sources, tags)
+
+    def _made(
+        self,
+        network: str,
         name: str,
         ports: tuple[int, ...],
         sources: list[ipaddress.IPv4Network],
         tags: dict[str, str],
     ) -> str:
-        inst = self.api.instance(server_id)
-        network = inst.network_interfaces[0].network
+        """The rules aimed at the network tag `name` on `network` (made, or there already)."""
         mark = described(tags)
         tcp = compute_v1.Allowed(I_p_protocol="tcp", ports=[str(p) for p in ports])
         # One rule per set of ports (rules are not edited): "-ssh" for SSH alone.
@@ -469,8 +510,20 @@ class GceProvider:
             target_tags=[name], source_tags=[name],
             allowed=[compute_v1.Allowed(I_p_protocol="all")],
         ))  # fmt: skip
-        self._tag(inst, name)
         return name
+
+    def open_ports(
+        self,
+        server_id: str,
+        name: str,
+        ports: tuple[int, ...],
+        sources: list[ipaddress.IPv4Network],
+        tags: dict[str, str],
+    ) -> str:
+        inst = self.api.instance(server_id)
+        tag = self._made(inst.network_interfaces[0].network, name, ports, sources, tags)
+        self._tag(inst, tag)
+        return tag
 
     def _tag(self, inst: compute_v1.Instance, tag: str) -> None:
         if tag in inst.tags.items:
