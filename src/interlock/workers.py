@@ -123,7 +123,9 @@ def registered(
     store: Store, executor: str, kind: Literal["worker", "embedded"]
 ) -> Iterator[WorkerRecord]:
     """This process registered and beating (a thread) while inside; it checks for dead
-    workers at once and at every beat. Retired on the way out."""
+    workers at once and at every beat. It stops beating on the way out, and stays
+    registered until retired: until then, once its pid is gone (or its beat is old), a
+    live process takes over what it left (`retire` it once it holds nothing)."""
     me = WorkerRecord(
         executor=executor, host=this_host(), pid=os.getpid(), started=time.time(), kind=kind
     )
@@ -147,7 +149,6 @@ def registered(
     finally:
         stop.set()
         thread.join(timeout=10)
-        store.retire(executor)
 
 
 def recover_legacy() -> None:

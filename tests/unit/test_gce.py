@@ -630,3 +630,69 @@ def test_opening_ssh_adds_tagged_rules_and_the_network_tag(
     assert "interlock:deployment=web" in ssh["description"].split()
     (set_tags,) = [r for r in requests_mock.request_history if r.path.endswith("/settags")]
     assert set_tags.json() == {"fingerprint": "42WmSpB8rSM=", "items": ["interlock-web"]}
+
+
+# -- groups at creation: network tags ---------------------------------------------------
+
+TAGS = {"interlock:owner": "interlock", "interlock:deployment": "web"}
+DEFAULT_NET = Network(id=SUBNET, name="default", role="public", evidence="")
+
+
+def test_create_node_carries_the_requested_network_tags(
+    gce: GceProvider, requests_mock: Mocker
+) -> None:
+    requests_mock.post(f"{ZONE}/instances", json=recorded("operation_done"))
+    gce.create_node(node_request(DEFAULT_NET))
+    assert "tags" not in requests_mock.request_history[-1].json()  # the default: none
+    gce.create_node(replace(node_request(DEFAULT_NET), groups=("interlock-web",)))
+    # The rules aimed at the tag apply from the start: no setTags afterwards.
+    assert requests_mock.request_history[-1].json()["tags"] == {"items": ["interlock-web"]}
+
+
+def test_default_firewall_is_the_networks_rules_aimed_at_every_instance(
+    gce: GceProvider, requests_mock: Mocker
+) -> None:
+    requests_mock.get(f"{API}/global/firewalls", json=recorded("firewalls"))
+    wall = gce.default_firewall(DEFAULT_NET)
+    assert requests_mock.call_count == 1  # the project's rules, read now
+    # Not `web-8080` (aimed at a tag), not the custom network's rules.
+    assert set(wall.groups) == {
+        "default-allow-ssh", "default-allow-internal", "default-allow-icmp"
+    }  # fmt: skip
+    assert wall.admits(22, SOURCE) and not wall.admits(8080, SOURCE)
+    assert gce.default_firewall(None) == wall  # no network chosen: the default network
+    legacy = Network(id=f"{LINKS}/p/global/networks/custom", name="custom", role="public",
+                     evidence="")  # fmt: skip
+    assert gce.default_firewall(legacy).groups == ("custom-allow-ssh",)
+    rules = recorded("firewalls")
+    rules["items"] = [r for r in rules["items"] if r["name"] != "default-allow-ssh"]
+    requests_mock.get(f"{API}/global/firewalls", json=rules)
+    assert not gce.default_firewall(DEFAULT_NET).admits(22, SOURCE)
+
+
+def test_make_group_inserts_the_tags_rules_or_finds_them_there(
+    gce: GceProvider, requests_mock: Mocker
+) -> None:
+    requests_mock.post(f"{API}/global/firewalls", json=recorded("operation_global_done"))
+    assert gce.make_group("interlock-web", (22,), SOURCE, TAGS, DEFAULT_NET) == "interlock-web"
+    # Two rules on the node's network, and nothing else: no instance read or tagged.
+    assert [r.method for r in requests_mock.request_history] == ["POST", "POST"]
+    ssh, internal = (r.json() for r in requests_mock.request_history)
+    assert ssh["network"] == internal["network"] == "projects/p/global/networks/default"
+    assert ssh["name"] == "interlock-web-ssh" and ssh["sourceRanges"] == ["198.51.100.7/32"]
+    assert (
+        ssh["targetTags"] == internal["sourceTags"] == internal["targetTags"] == ["interlock-web"]
+    )
+    assert "interlock:deployment=web" in ssh["description"].split()
+    # Made before (by another node, another run): reused by its name.
+    requests_mock.post(f"{API}/global/firewalls", **api_error("error_409_firewall"))
+    assert gce.make_group("interlock-web", (22,), SOURCE, TAGS, None) == "interlock-web"
+    assert requests_mock.request_history[-1].json()["network"] == (
+        "projects/p/global/networks/default"
+    )
+
+
+def test_api_host_is_the_endpoints() -> None:
+    assert GceProvider("s", site(), credentials=anonymous()).api_host == "compute.googleapis.com"
+    here = GceProvider("s", site(endpoint="https://gce.example.test:8443"), credentials=anonymous())
+    assert here.api_host == "gce.example.test"

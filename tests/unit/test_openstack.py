@@ -21,7 +21,8 @@ import requests_mock
 
 from interlock.config import DeclaredProfile, OpenstackSite
 from interlock.errors import ExitCode, InterlockError
-from interlock.model import Traits
+from interlock.firewall import Firewall, Ingress
+from interlock.model import Network, Traits
 from interlock.providers.base import (
     AuthError,
     InvalidRequestError,
@@ -31,6 +32,7 @@ from interlock.providers.base import (
     QuotaError,
     ServerInfo,
     TransientError,
+    described,
 )
 from interlock.providers.openstack import OpenstackProvider
 from interlock.selection import choose
@@ -364,3 +366,127 @@ def test_an_unknown_cloud_entry_is_one_clear_error(clouds: Path) -> None:
     # Bad input (exit 2), fixed in the config: it names the file the cloud is not in.
     assert e.value.code == ExitCode.BAD_INPUT and str(clouds) in str(e.value)
     assert CANARY not in str(e.value)
+
+
+# -- groups at creation --------------------------------------------------------------
+
+HOME = [IPv4Network("198.51.100.7/32")]
+GROUP_TAGS = {"interlock:owner": "interlock", "interlock:deployment": "web"}
+GROUPS = "/v2.0/security-groups"
+
+
+def network(net_id: str) -> dict[str, Any]:
+    found = next(n for n in recorded("networks")["networks"] if n["id"] == net_id)
+    return {"network": found}
+
+
+def test_create_node_carries_the_default_group_and_the_requested_ones(
+    api: requests_mock.Mocker, clouds: Path
+) -> None:
+    p = provider(clouds)
+    c = choose("acme", p.metadata(), Traits(cpus=2, memory_gib=4))
+    api.post(f"{NOVA}/servers", json={"server": {"id": "srv-1", "links": []}}, status_code=202)
+    request = NodeRequest("web-1", c.image, c.flavor, c.network, "interlock-web-1", {})
+    p.create_node(request)
+    assert "security_groups" not in api.request_history[-1].json()["server"]  # the default
+    p.create_node(replace(request, groups=("sg-web", "default")))
+    # Named, the default would be replaced: it is kept, first, once.
+    body = api.request_history[-1].json()["server"]
+    assert body["security_groups"] == [{"name": "default"}, {"name": "sg-web"}]
+
+
+def test_default_firewall_is_the_projects_default_group(
+    api: requests_mock.Mocker, clouds: Path
+) -> None:
+    api.get(f"{NEUTRON}/networks/net-tenant", json=network("net-tenant"))
+    api.get(f"{NEUTRON}/security-groups", json=recorded("security-groups-default"))
+    p = provider(clouds)
+    net = Network(id="net-tenant", name="net1", role="private", evidence="")
+    before = len(api.request_history)
+    wall = p.default_firewall(net)
+    sent = [r for r in api.request_history[before:] if "neutron" in r.url]
+    assert [r.path for r in sent] == ["/v2.0/networks/net-tenant", "/v2.0/security-groups"]
+    assert sent[1].qs == {"name": ["default"], "project_id": ["p-1"]}  # this project's
+    # Its rules came with it: IPv4 ingress from its own members only, SSH closed.
+    assert wall.groups == ("sg-default",) and wall.enforced and not wall.admits(22, HOME)
+    assert wall.rules == (Ingress(protocol="all", sources=None),)
+    # No network chosen ("auto"): the group alone, one call.
+    before = len(api.request_history)
+    assert p.default_firewall(None) == wall
+    assert [r.path for r in api.request_history[before:]] == ["/v2.0/security-groups"]
+    # Port security off on the network: nothing filtered, no group asked for.
+    off = network("net-tenant")
+    off["network"]["port_security_enabled"] = False
+    api.get(f"{NEUTRON}/networks/net-tenant", json=off)
+    before = len(api.request_history)
+    assert p.default_firewall(net) == Firewall(enforced=False)
+    assert [r.path for r in api.request_history[before:]] == ["/v2.0/networks/net-tenant"]
+
+
+def group_api(api: requests_mock.Mocker, listed: list[dict[str, Any]]) -> None:
+    made = {"id": "sg-new", "name": "interlock-web", "description": described(GROUP_TAGS)}
+    api.get(f"{NEUTRON}/security-groups", json={"security_groups": listed})
+    api.post(f"{NEUTRON}/security-groups", json={"security_group": made}, status_code=201)
+    api.post(
+        f"{NEUTRON}/security-group-rules",
+        [
+            {"json": {"security_group_rule": {"id": "r-1"}}, "status_code": 201},
+            {"status_code": 409, "json": {"NeutronError": {"type": "SecurityGroupRuleExists",
+             "message": "Security group rule already exists.", "detail": ""}}},
+        ],
+    )  # fmt: skip
+
+
+def test_make_group_reuses_a_group_of_its_name_and_tags(
+    api: requests_mock.Mocker, clouds: Path
+) -> None:
+    p = provider(clouds)
+    ours = {"id": "sg-web", "name": "interlock-web", "description": described(GROUP_TAGS)}
+    theirs = {"id": "sg-other", "name": "interlock-web", "description": "someone else's"}
+    group_api(api, [theirs, ours])
+    before = len(api.request_history)
+    assert p.make_group("interlock-web", (22,), HOME, GROUP_TAGS, None) == "sg-web"
+    sent = [(r.method, r.path) for r in api.request_history[before:] if "neutron" in r.url]
+    assert sent == [
+        ("GET", "/v2.0/security-groups"),
+        ("POST", "/v2.0/security-group-rules"),
+        ("POST", "/v2.0/security-group-rules"),  # there already (409): fine
+    ]  # no port touched: nothing attached
+    ssh, own = (r.json()["security_group_rule"] for r in api.request_history[-2:])
+    assert (ssh["security_group_id"], ssh["remote_ip_prefix"]) == ("sg-web", "198.51.100.7/32")
+    assert (ssh["port_range_min"], ssh["port_range_max"], ssh["protocol"]) == (22, 22, "tcp")
+    assert own["remote_group_id"] == own["security_group_id"] == "sg-web"
+    # Only a group of that name that is not ours: a new one, its tags in its description.
+    group_api(api, [theirs])
+    assert p.make_group("interlock-web", (22,), HOME, GROUP_TAGS, None) == "sg-new"
+    (create,) = [r for r in api.request_history if (r.method, r.path) == ("POST", GROUPS)]
+    assert create.json()["security_group"] == {
+        "name": "interlock-web",
+        "description": described(GROUP_TAGS),
+    }
+
+
+def test_open_ports_is_make_group_and_the_ports_update(
+    api: requests_mock.Mocker, clouds: Path
+) -> None:
+    p = provider(clouds)
+    group_api(api, [])
+    port = {"id": "port-1", "device_id": "srv-1", "security_group_ids": ["sg-default"]}
+    api.get(f"{NEUTRON}/ports?device_id=srv-1", json={"ports": [port]})
+    api.put(f"{NEUTRON}/ports/port-1", json={"port": port | {"security_group_ids": []}})
+    before = len(api.request_history)
+    assert p.open_ports("srv-1", "interlock-web", (22,), HOME, GROUP_TAGS) == "sg-new"
+    sent = [(r.method, r.path) for r in api.request_history[before:] if "neutron" in r.url]
+    assert sent == [
+        ("GET", "/v2.0/security-groups"),
+        ("POST", "/v2.0/security-groups"),
+        ("POST", "/v2.0/security-group-rules"),
+        ("POST", "/v2.0/security-group-rules"),
+        ("GET", "/v2.0/ports"),
+        ("PUT", "/v2.0/ports/port-1"),
+    ]
+    assert api.request_history[-1].json() == {"port": {"security_groups": ["sg-default", "sg-new"]}}
+
+
+def test_api_host_is_the_auth_urls(clouds: Path) -> None:
+    assert provider(clouds).api_host == "keystone.test"  # no call: the clouds file says
