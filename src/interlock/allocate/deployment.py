@@ -127,7 +127,8 @@ async def follow(
                     name = ids[wf.workflow_id]
                     why = f"its workflow ended {wf.status.lower()}: {wf.error or '?'}"
                     e.store.update(name, status="failed", error=str(why)[:300])
-        await asyncio.sleep(0.25)
+        # Reading many records often costs more than it tells: a second between looks.
+        await asyncio.sleep(0.25 if len(waiting) <= 100 else 1.0)
 
 
 async def down(e: Engine, deployment: str | None, only: set[str] | None = None) -> Released:
