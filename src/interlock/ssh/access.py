@@ -21,7 +21,16 @@ from pathlib import Path
 import asyncssh
 
 from interlock.ssh.facts import SshdSettings, sshd_settings
-from interlock.ssh.remote import CONNECT_TIMEOUT, AccessError, as_root, connect, run, until
+from interlock.ssh.remote import (
+    BUSY,
+    BUSY_FOR,
+    CONNECT_TIMEOUT,
+    AccessError,
+    as_root,
+    connect,
+    run,
+    until,
+)
 
 REDIRECT = re.compile(r'Please login as the user "([^"]+)" rather than the user "root"')
 
@@ -124,8 +133,12 @@ class RootState:
 
 async def root_state(host: str, login: str, key: asyncssh.SSHKey) -> RootState:
     by_key = login == "root" or await _try(host, "root", key) == "ok"
-    async with connect(host, login, key) as conn:
-        sshd = await sshd_settings(conn, login)
+
+    async def look() -> SshdSettings:
+        async with connect(host, login, key) as conn:
+            return await sshd_settings(conn, login)
+
+    sshd = await until(time.monotonic() + BUSY_FOR, "reading sshd's settings", look, BUSY)
     return RootState(by_key, sshd.password_login)
 
 
@@ -160,8 +173,12 @@ async def secure_root(
     resumed step) with the node key, whatever account it logs in to."""
     node_public = str(node_key.export_public_key().decode()).strip()
     keys = " ".join(shlex.quote(k) for k in [*platform_public, node_public])
-    async with connect(host, login, node_key) as conn:
-        await run(conn, as_root(login, SECURE.format(keys=keys)), "securing root")
+
+    async def secure() -> None:
+        async with connect(host, login, node_key) as conn:
+            await run(conn, as_root(login, SECURE.format(keys=keys)), "securing root")
+
+    await until(time.monotonic() + BUSY_FOR, "securing root", secure, BUSY)
 
 
 async def verify_root(host: str, platform_key: Path, deadline: float) -> str:
@@ -179,20 +196,24 @@ async def verify_root(host: str, platform_key: Path, deadline: float) -> str:
         raise AccessError("sshd still allows password authentication")
     if sshd.permit_root_login not in ("prohibit-password", "without-password"):
         raise AccessError(f"sshd PermitRootLogin is {sshd.permit_root_login}")
-    try:
-        async with asyncssh.connect(
-            host,
-            username="root",
-            password=secrets.token_urlsafe(12),
-            client_keys=None,
-            known_hosts=None,
-            agent_path=None,
-            preferred_auth="password,keyboard-interactive",
-            connect_timeout=CONNECT_TIMEOUT,
-        ):
-            raise AccessError("a password login was accepted")
-    except asyncssh.PermissionDenied:
-        pass
+
+    async def password_refused() -> None:
+        try:
+            async with asyncssh.connect(
+                host,
+                username="root",
+                password=secrets.token_urlsafe(12),
+                client_keys=None,
+                known_hosts=None,
+                agent_path=None,
+                preferred_auth="password,keyboard-interactive",
+                connect_timeout=CONNECT_TIMEOUT,
+            ):
+                raise AccessError("a password login was accepted")
+        except asyncssh.PermissionDenied:
+            pass
+
+    await until(time.monotonic() + BUSY_FOR, "a password login attempt", password_refused, BUSY)
     if host_key is None:
         raise AccessError("the node sent no host key")
     return str(host_key.export_public_key().decode()).strip()
@@ -212,8 +233,12 @@ done
 ! grep -rlF {shlex.quote(body)} /root/.ssh /home/*/.ssh 2>/dev/null
 """
     key = asyncssh.read_private_key(platform_key)
-    async with connect(host, "root", key) as conn:
-        await run(conn, f"sh -c {shlex.quote(script)}", "removing the node key")
+
+    async def remove() -> None:
+        async with connect(host, "root", key) as conn:
+            await run(conn, f"sh -c {shlex.quote(script)}", "removing the node key")
+
+    await until(time.monotonic() + BUSY_FOR, "removing the node key", remove, BUSY)
 
 
 async def install_key_with(

@@ -12,6 +12,10 @@ from typing import Any, TypeVar
 import asyncssh
 
 CONNECT_TIMEOUT = 5.0
+# A node that is busy (hundreds of logins at once on a small host) may take longer than
+# CONNECT_TIMEOUT to answer: work that is safe to repeat connects again for this long.
+BUSY_FOR = 120.0
+BUSY = (OSError, asyncssh.ConnectionLost)  # TimeoutError is an OSError
 T = TypeVar("T")
 
 
@@ -45,13 +49,18 @@ def as_root(user: str, script: str) -> str:
     return wrapped if user == "root" else f"sudo -n {wrapped}"
 
 
-async def until(deadline: float, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+async def until(
+    deadline: float,
+    what: str,
+    attempt: Callable[[], Awaitable[T]],
+    retry_on: tuple[type[BaseException], ...] = (OSError, asyncssh.Error),
+) -> T:
     """`attempt` again every moment while the node is not ready for it (connection or SSH
     errors: sshd reloading, a key not there yet); past `deadline`, one line naming `what`."""
     while True:
         try:
             return await attempt()
-        except (OSError, asyncssh.Error) as e:
+        except retry_on as e:
             if time.monotonic() > deadline:
-                raise AccessError(f"{what}: {e}") from None
+                raise AccessError(f"{what}: {str(e) or type(e).__name__}") from None
             await asyncio.sleep(0.2)
