@@ -35,7 +35,7 @@ bench: install
 	$(BIN)/python bench/allocate.py
 	$(BIN)/python bench/scale.py --nodes 300  # 1,000 stall in the lab's EC2 (docs/scale.md)
 	$(BIN)/python bench/secure.py
-	$(BIN)/python bench/openstack.py
+	$(BIN)/python bench/openstack_lab.py
 	$(BIN)/python bench/conform.py
 	$(BIN)/python bench/compose.py
 	$(BIN)/python bench/kubernetes.py

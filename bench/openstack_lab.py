@@ -1,7 +1,7 @@
 """Cold start of the lab's OpenStack with its seven clouds, and its resident memory.
 
 Usage (as root):
-    python bench/openstack.py [--json]
+    python bench/openstack_lab.py [--json]
 
 Starts a private lab with the seven built-in OpenStack sites (on addresses of its own
 where another lab runs): from `interlock lab up` until every site answers, which
