@@ -71,7 +71,7 @@ def counting(provider: Any, calls: Counter[str]) -> str:
     request = session.request
 
     def counted(url: str, method: str, *a: Any, **kw: Any) -> Any:
-        path = urlsplit(url).path if "://" in url else url
+        path = "/" + (urlsplit(url).path if "://" in url else url).lstrip("/")
         path = re.sub(r"^/(?:v[0-9.]+|compute|image|identity|networking)(?:/v[0-9.]+)?", "", path)
         path = re.sub(r"^/[0-9a-f]{32}", "", path)  # Nova's project prefix
         calls[f"{method.upper()} {ID.sub('/{id}', path)}"] += 1
