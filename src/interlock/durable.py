@@ -28,7 +28,6 @@ from interlock.engine import Engine
 
 Kind = Literal["worker", "embedded", "client"]
 POLL = 0.5  # seconds between a queue's looks for work
-DRAIN = 3600  # seconds a process that ends waits for the work it took to finish
 ROLES = "interlock-roles"
 
 
@@ -68,7 +67,6 @@ def running(engine: Engine, kind: Kind | None = None) -> Iterator[Durable]:
     )
     if kind == "client":
         DBOS.listen_queues([])
-    drain = 0
     try:
         DBOS.launch()
         # DBOS refuses its blocking calls on a thread running an event loop.
@@ -77,16 +75,13 @@ def running(engine: Engine, kind: Kind | None = None) -> Iterator[Durable]:
         if kind == "client":
             yield durable
         else:
+            # It stays registered when it ends: whatever it took and left unfinished
+            # (another command's nodes, maybe) is taken over by the next live process
+            # that sees its pid gone (or its beat old), which then retires it.
             with workers.registered(engine.store, executor, kind):
                 yield durable
-                # Done: take no more work, and finish what this process took (another
-                # command's nodes, maybe) before it goes; then it is retired. Left by an
-                # error or Ctrl-C instead, it stays registered: its work is taken over.
-                drain = DRAIN
     finally:
-        DBOS.destroy(destroy_registry=False, workflow_completion_timeout_sec=drain)
-        if drain:
-            engine.store.retire(executor)
+        DBOS.destroy(destroy_registry=False)
         _unregister(durable.allocator)
         _unregister(durable.converger)
         with suppress(RuntimeError):  # outside an event loop: nothing to mend
