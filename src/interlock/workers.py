@@ -106,13 +106,14 @@ def take_over_dead(store: Store, me: str) -> list[str]:
         # Whoever's update lands first recovers it; `seen` unchanged proves it still silent.
         if store.take_over(w.executor, me, seen_before=seen + 1e-6):
             handles = DBOS._recover_pending_workflows([w.executor])
-            log.warning(
-                "worker %s (pid %s on %s) is gone: %d workflows back on their queues",
-                w.executor,
-                w.pid,
-                w.host.split("/")[0],
-                len(handles),
-            )
+            if handles:  # a process that ended with nothing left unfinished is no news
+                log.warning(
+                    "worker %s (pid %s on %s) is gone: %d workflows back on their queues",
+                    w.executor,
+                    w.pid,
+                    w.host.split("/")[0],
+                    len(handles),
+                )
             store.retire(w.executor)
             taken.append(w.executor)
     return taken
