@@ -122,7 +122,6 @@ class Allocator(DBOSConfiguredInstance):
         needed (or none came). The request's answer may tell it already; otherwise the
         node's state comes from the describes all pending nodes of the site share."""
         e = self.e
-        resumed = _begun(e, node, "public_address")
         e.progress(node, "public_address")
         provider = e.provider(site)
         deadline = e.ssh_deadline(site)
@@ -141,9 +140,10 @@ class Allocator(DBOSConfiguredInstance):
                 tags = ownership(deployment, node)
                 ip, ref = await e.call(site, provider.attach_public_ip, server, tags)
                 e.progress(node, "public_address", public_ip=ip, public_ip_ref=ref)
-                # A try that died half-way (a killed run of this step) may have left an
-                # address of this node's: only the one it has now stays.
-                for left in await e.call(site, provider.public_ips_of, node) if resumed else []:
+                # A try that died half-way (a call retried after it allocated, a killed run
+                # of this step) may have left an address of this node's: only the one it
+                # has now stays. One look a floating node: cheaper than a leak.
+                for left in await e.call(site, provider.public_ips_of, node):
                     if left != ref:
                         await e.call(site, provider.release_public_ip, left)
                 fixups.append(Fixup(step="public_address", text="floating IP allocated"))
