@@ -33,6 +33,7 @@ bench: install
 	$(BIN)/python bench/cli.py
 	$(BIN)/python bench/nodes.py
 	$(BIN)/python bench/allocate.py
+	$(BIN)/python bench/allocate.py --node-key user-data
 	$(BIN)/python bench/scale.py --nodes 300  # 1,000 stall in the lab's EC2 (docs/scale.md)
 	$(BIN)/python bench/secure.py
 	$(BIN)/python bench/openstack_lab.py

@@ -3,15 +3,17 @@
 Usage (as root):
     python bench/allocate.py [--nodes 100] [--site aws] [--json]
     python bench/allocate.py --site os-tenant --nodes 20     # an OpenStack cloud
+    python bench/allocate.py --node-key user-data            # aws: the key in user data
 
 Starts a private lab (the built-in site, in a lab of its own, its images on the minimal
 init), runs `interlock up` in-process with a fresh INTERLOCK_HOME, and prints wall
 seconds, nodes per second, the API calls the allocation made per node and by action,
 `down`'s calls apart, and the peak memory of the interlock process. On aws the calls are
-EC2's actions: the three each node needs (ImportKeyPair, RunInstances, DeleteKeyPair)
-and the describes every pending node of the site shares. On an OpenStack cloud they are
-the HTTP requests to its services (Nova, Neutron, Glance, Keystone), ids folded into
-`{id}`. Everything is released and the lab stopped afterwards.
+EC2's actions: the three each node needs with per-node key pairs (ImportKeyPair,
+RunInstances, DeleteKeyPair), or RunInstances alone where the key goes in user data
+(`--node-key user-data`), and the describes every pending node of the site shares. On
+an OpenStack cloud they are the HTTP requests to its services (Nova, Neutron, Glance,
+Keystone), ids folded into `{id}`. Everything is released and the lab stopped afterwards.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from lablib import print_figures, private_lab
 
 # What per-node keys need of each API kind, node by node; every describe is shared.
 PER_NODE = {
-    "aws": ("ImportKeyPair", "RunInstances", "DeleteKeyPair"),
+    "aws": ("ImportKeyPair", "RunInstances", "DeleteKeyPair"),  # with user data: RunInstances
     "openstack": ("POST /os-keypairs", "POST /servers", "DELETE /os-keypairs/{id}"),
 }
 ID = re.compile(r"/(?:[0-9a-f]{8}-[0-9a-f-]{27}|[0-9a-f]{32}|interlock-[^/?]+|i-[0-9a-f]+)")
@@ -44,6 +46,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=100)
     parser.add_argument("--site", default="aws", help="a built-in lab site (aws, os-tenant, …)")
+    parser.add_argument(
+        "--node-key", choices=("key-pair", "user-data"), help="an aws site's node_key setting"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -51,6 +56,8 @@ def main() -> int:
         sites = yaml.safe_load((work / "lab" / labdir.SITES).read_text())
         os.environ["INTERLOCK_HOME"] = str(work / "home")
         sites["sites"][args.site]["limits"] = {"concurrency": args.nodes, "rate": 1000}
+        if args.node_key:
+            sites["sites"][args.site]["node_key"] = args.node_key
         (work / "sites.yaml").write_text(yaml.safe_dump(sites))
         os.environ["INTERLOCK_SITES"] = str(work / "sites.yaml")
         figures = asyncio.run(run(args.site, args.nodes))
@@ -99,6 +106,7 @@ async def run(site: str, n: int) -> dict[str, Any]:
     per_node = sum(allocation[a] for a in PER_NODE[kind])
     return {
         "site": site,
+        "node_key": getattr(e.sites.sites[site], "node_key", None),
         "nodes": n,
         "ready": ready,
         "wall_seconds": round(wall, 2),

@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+from pathlib import Path
 from typing import Any
 
 import asyncssh
 import pytest
+import yaml
 
+from interlock_lab import labdir
 from tests.lab.conftest import Cli, Lab, Lines, outstanding
 
 
@@ -56,6 +59,28 @@ def test_up_secures_root_and_down_releases_everything(
     assert not [e for e in outstanding(lab, site) if e["kind"] == "keypair"]
     cli("down", "t")
     assert len(outstanding(lab, site)) == before
+    assert cli.json("ls") == []
+
+
+def test_the_node_key_can_go_in_user_data_instead_of_a_key_pair(
+    lab: Lab, cli: Cli, tmp_path: Path
+) -> None:
+    # node_key: user-data sends the key in RunInstances' cloud-config: no key pair is ever
+    # made, and the node ends up as secured, its key gone from it.
+    sites = yaml.safe_load((Path(lab.state["dir"]) / labdir.SITES).read_text())
+    sites["sites"]["aws"]["node_key"] = "user-data"
+    (tmp_path / "sites.yaml").write_text(yaml.safe_dump(sites))
+    cli.env["INTERLOCK_SITES"] = str(tmp_path / "sites.yaml")
+    pairs = [e for e in lab.client.ledger("aws") if e["kind"] == "keypair"]
+    (node,) = cli.json("up", "ud", "--site", "aws")
+    assert node["status"] == "ready", node
+    assert not [f for f in node["fixups"] if f.startswith("key_removal")], node["fixups"]
+    probe = "cat /root/.ssh/authorized_keys /home/*/.ssh/authorized_keys"
+    shown = cli("ssh", node["name"], "--", probe).stdout
+    assert f"interlock:{node['name']}" not in shown and shown.strip()
+    assert [e for e in lab.client.ledger("aws") if e["kind"] == "keypair"] == pairs
+    assert not list((cli.home / "keys").iterdir())
+    cli("down", "ud")
     assert cli.json("ls") == []
 
 

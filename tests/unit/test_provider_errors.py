@@ -9,12 +9,13 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+import yaml
 from botocore.exceptions import ClientError, EndpointConnectionError
 from botocore.stub import Stubber
 
 from interlock.config import AwsSite
 from interlock.model import Flavor, Image
-from interlock.providers.aws import AwsProvider
+from interlock.providers.aws import AwsProvider, cloud_config
 from interlock.providers.base import (
     AuthError,
     InvalidRequestError,
@@ -128,6 +129,35 @@ def test_create_node_sends_the_token_and_tells_what_run_instances_said(
     )
     got = provider.create_node(replace(request, token=""))  # no token: none sent
     assert (got.state, got.public_ip) == ("running", "203.0.113.9")
+
+
+def test_a_user_data_site_registers_nothing_and_sends_the_key_with_run_instances() -> None:
+    site = AwsSite(
+        provider="aws", region="us-east-1", endpoint="http://127.0.0.1:9", node_key="user-data"
+    )
+    provider = AwsProvider("s", site)
+    public = "ssh-ed25519 AAAA interlock:web-1"
+    request = NodeRequest(
+        "web-1",
+        Image(id="ami-1", name="noble", distro="ubuntu", version="24.04"),
+        Flavor(id="t3.small", name="t3.small", vcpus=2, ram_mib=2048),
+        None,
+        None,
+        public_key=public,
+    )
+    sent = {
+        "ImageId": "ami-1",
+        "InstanceType": "t3.small",
+        "MinCount": 1,
+        "MaxCount": 1,
+        "UserData": f"#cloud-config\nssh_authorized_keys:\n- {public}\n",
+    }
+    with Stubber(provider.ec2) as stub:  # any call not stubbed fails
+        assert provider.register_key("interlock-web-1", public) is None
+        stub.add_response("run_instances", {"Instances": [instance("i-1", "pending")]}, sent)
+        assert provider.create_node(request).server_id == "i-1"
+        stub.assert_no_pending_responses()
+    assert yaml.safe_load(cloud_config(public)) == {"ssh_authorized_keys": [public]}
 
 
 def test_describe_nodes_is_one_call_and_an_unknown_id_falls_back_to_a_filter(

@@ -46,7 +46,8 @@ class Allocator(DBOSConfiguredInstance):
     @DBOS.step()
     async def node_key(self, site: str, node: str, deployment: str) -> Registered:
         """Step 1: the node-specific ed25519 key (the private half stays a 0600 file),
-        registered with the site (key_ref None: the site has no key API)."""
+        registered with the site (key_ref None: nothing registered; the key goes with the
+        request, or in over SSH with the site's bootstrap key)."""
         e = self.e
         resumed = _begun(e, node, "node_key")
         e.progress(node, "node_key")
@@ -258,7 +259,7 @@ class Allocator(DBOSConfiguredInstance):
             await e.call(site, provider.delete_key, key.key_ref)
         keys.remove(e.key_path(node))
         e.progress(node, "key_removal", key_ref=None)
-        if key.key_ref is None:
+        if key.key_ref is None and provider.bootstrap is not None:
             text = "the site has no key API: removed from the node only"
             return (Fixup(step="key_removal", text=text),)
         return ()

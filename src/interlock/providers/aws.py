@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import boto3
 import botocore.session
+import yaml
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -99,11 +100,18 @@ def _tagged(resource: str, tags: dict[str, str] | None) -> dict[str, Any]:
     return {"TagSpecifications": [{"ResourceType": resource, "Tags": pairs}]}
 
 
+def cloud_config(public_key: str) -> str:
+    """User data whose cloud-init puts `public_key` where a key pair's would go: the
+    image's default account (and root's refusal line, as for any key)."""
+    return "#cloud-config\n" + yaml.safe_dump({"ssh_authorized_keys": [public_key]})
+
+
 class AwsProvider:
     bootstrap: tuple[Path, str] | None = None
 
     def __init__(self, site: str, config: AwsSite, store: Store | None = None) -> None:
         self.site = site
+        self.key_in_user_data = config.node_key == "user-data"
         core = botocore.session.Session(profile=config.aws_profile)
         if config.aws_config_file:
             core.set_config_variable("config_file", str(config.aws_config_file))
@@ -224,7 +232,11 @@ class AwsProvider:
         )
         return Metadata(flavors=flavors, images=tuple(images), networks=networks)
 
-    def register_key(self, name: str, public_key: str, tags: dict[str, str] | None = None) -> str:
+    def register_key(
+        self, name: str, public_key: str, tags: dict[str, str] | None = None
+    ) -> str | None:
+        if self.key_in_user_data:
+            return None  # the key goes with RunInstances (create_node)
         kw: dict[str, Any] = {
             "KeyName": name,
             "PublicKeyMaterial": public_key.encode(),
@@ -260,6 +272,8 @@ class AwsProvider:
         }
         if request.key_ref:
             kw["KeyName"] = request.key_ref
+        elif self.key_in_user_data and request.public_key:
+            kw["UserData"] = cloud_config(request.public_key)  # boto3 encodes it
         if request.network is not None:
             kw["SubnetId"] = request.network.id
         if request.token:

@@ -121,7 +121,8 @@ class Provider(Protocol):
         self, name: str, public_key: str, tags: dict[str, str] | None = None
     ) -> str | None:
         """Register the node key, with the node's ownership tags where keys take tags; None
-        when the site has no key API. A key of that name there already is replaced."""
+        when nothing is registered (no key API, or the key goes with the request, in
+        NodeRequest.public_key). A key of that name there already is replaced."""
 
     def delete_key(self, ref: str) -> None: ...
 

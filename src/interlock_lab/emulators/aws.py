@@ -29,6 +29,7 @@ from typing import Any
 os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
 
 import moto.settings
+import yaml
 from moto.ec2.exceptions import EC2ClientError
 from moto.ec2.models import EC2Backend
 from moto.ec2.models.amis import Ami, AmiBackend
@@ -153,6 +154,7 @@ class AwsSite:
             pair = self.backend().key_pairs.get(instance.key_name)
             if pair is not None:
                 keys = (_openssh(pair.material_public),)
+        keys += _user_data_keys(instance.user_data)
         if behaviour.password_auth and self._password_hash is None:
             self._password_hash = password_hash(self._secret_file())
         ip = instance.private_ip_address
@@ -293,6 +295,22 @@ def _covers(rule: Any, port: int, source: ipaddress.IPv4Address) -> bool:
         return False
     cidr = (rule.ip_range or {}).get("CidrIp")
     return bool(cidr) and source in ipaddress.IPv4Network(cidr, strict=False)
+
+
+def _user_data_keys(user_data: Any) -> tuple[str, ...]:
+    """The keys a cloud-config in the instance's user data gives the default account, as
+    cloud-init reads them; user data of any other kind, or broken, gives none (cloud-init
+    logs it and goes on)."""
+    if user_data is None:
+        return ()
+    try:
+        text = user_data.decode()
+        if not text.startswith("#cloud-config"):
+            return ()
+        found = (yaml.safe_load(text) or {}).get("ssh_authorized_keys") or []
+    except (ValueError, UnicodeDecodeError, yaml.YAMLError, AttributeError):
+        return ()
+    return tuple(k.strip() for k in found if isinstance(k, str) and k.strip())
 
 
 def _openssh(material: bytes | str) -> str:
