@@ -78,7 +78,7 @@ def running(engine: Engine, kind: Kind | None = None) -> Iterator[Durable]:
             # It stays registered when it ends: whatever it took and left unfinished
             # (another command's nodes, maybe) is taken over by the next live process
             # that sees its pid gone (or its beat old), which then retires it.
-            with workers.registered(engine.store, executor, kind):
+            with workers.registered(engine.store, executor, kind, engine.share_rate):
                 yield durable
     finally:
         DBOS.destroy(destroy_registry=False)

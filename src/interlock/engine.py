@@ -67,6 +67,14 @@ class SiteRuntime:
     rate: AsyncLimiter
     states: Batcher[str, ServerInfo]
     walls: Batcher[str, Firewall]
+    share: int = 1  # processes whose calls `rate` is a share of (rate / share each)
+
+
+def limiter(rate: float) -> AsyncLimiter:
+    """`rate` calls a second; under one a second, one call every 1/rate seconds."""
+    from aiolimiter import AsyncLimiter
+
+    return AsyncLimiter(1, 1 / rate) if rate < 1 else AsyncLimiter(rate, 1)
 
 
 class Engine:
@@ -88,6 +96,7 @@ class Engine:
         self.executor: str | None = None  # the DBOS executor running its work (durable.py)
         self._providers: dict[str, Provider] = {}
         self._sites: dict[tuple[str, asyncio.AbstractEventLoop], SiteRuntime] = {}
+        self.rate_share = 1
         self._metadata: dict[str, Metadata] = {}
         self._fetching: dict[tuple[str, asyncio.AbstractEventLoop], asyncio.Task[Metadata]] = {}
         self._groups: dict[tuple[str, str, asyncio.AbstractEventLoop], asyncio.Task[Opened]] = {}
@@ -138,15 +147,7 @@ class Engine:
         """The site's provider and limits, on the running event loop."""
         key = (name, asyncio.get_running_loop())
         if key not in self._sites:
-            from aiolimiter import AsyncLimiter
-
-            limits = self.sites.sites[name].limits
-            # A rate under one call a second is one call every 1/rate seconds.
-            rate = (
-                AsyncLimiter(1, 1 / limits.rate)
-                if limits.rate < 1
-                else AsyncLimiter(limits.rate, 1)
-            )
+            rate = limiter(self.sites.sites[name].limits.rate / self.rate_share)
             provider = self.provider(name)
 
             async def states(ids: list[str]) -> dict[str, ServerInfo]:
@@ -157,9 +158,22 @@ class Engine:
 
             # Asked within half a second, one describe answers them all.
             self._sites[key] = SiteRuntime(
-                provider, rate, Batcher(states, window=0.5), Batcher(walls, window=0.5)
+                provider,
+                rate,
+                Batcher(states, window=0.5),
+                Batcher(walls, window=0.5),
+                self.rate_share,
             )
-        return self._sites[key]
+        rt = self._sites[key]
+        if rt.share != self.rate_share:  # workers came or went: this one's share changed
+            rt.rate = limiter(self.sites.sites[name].limits.rate / self.rate_share)
+            rt.share = self.rate_share
+        return rt
+
+    def share_rate(self, processes: int) -> None:
+        """`processes` (this one among them) make calls to the same sites: each paces its
+        calls at its share of the site's `limits.rate`, so together they keep to it."""
+        self.rate_share = max(1, processes)
 
     async def describe(self, site: str, server: str) -> ServerInfo:
         """The server's state, from one describe shared by the site's pending nodes (a

@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +89,12 @@ def live(store: Store, kind: Literal["worker", "embedded"] | None = "worker") ->
     return Live(found)
 
 
+def running_work(store: Store) -> int:
+    """How many live processes run work (workers and embedded commands; clients never
+    register)."""
+    return len(live(store, kind=None).workers)
+
+
 def take_over_dead(store: Store, me: str) -> list[str]:
     """Recover the unfinished workflows of every dead worker (and of the legacy executor
     at the first call); returns the executors taken over."""
@@ -121,12 +127,16 @@ def take_over_dead(store: Store, me: str) -> list[str]:
 
 @contextmanager
 def registered(
-    store: Store, executor: str, kind: Literal["worker", "embedded"]
+    store: Store,
+    executor: str,
+    kind: Literal["worker", "embedded"],
+    peers: Callable[[int], None] = lambda _: None,
 ) -> Iterator[WorkerRecord]:
     """This process registered and beating (a thread) while inside; it checks for dead
     workers at once and at every beat. It stops beating on the way out, and stays
     registered until retired: until then, once its pid is gone (or its beat is old), a
-    live process takes over what it left (`retire` it once it holds nothing)."""
+    live process takes over what it left (`retire` it once it holds nothing). `peers`
+    hears, at once and at every beat, how many live processes run work (this one too)."""
     me = WorkerRecord(
         executor=executor, host=this_host(), pid=os.getpid(), started=time.time(), kind=kind
     )
@@ -138,11 +148,13 @@ def registered(
             try:
                 store.heartbeat(me)
                 take_over_dead(store, executor)
+                peers(running_work(store))
             except Exception as err:  # the database away for a moment: beat again next time
                 log.warning("worker heartbeat: %s", err)
 
     recover_legacy()
     take_over_dead(store, executor)
+    peers(running_work(store))
     thread = threading.Thread(target=beat, name="interlock-heartbeat", daemon=True)
     thread.start()
     try:
