@@ -147,7 +147,6 @@ class Engine:
         """The site's provider and limits, on the running event loop."""
         key = (name, asyncio.get_running_loop())
         if key not in self._sites:
-            rate = limiter(self.sites.sites[name].limits.rate / self.rate_share)
             provider = self.provider(name)
 
             async def states(ids: list[str]) -> dict[str, ServerInfo]:
@@ -158,14 +157,11 @@ class Engine:
 
             # Asked within half a second, one describe answers them all.
             self._sites[key] = SiteRuntime(
-                provider,
-                rate,
-                Batcher(states, window=0.5),
-                Batcher(walls, window=0.5),
-                self.rate_share,
-            )
+                provider, limiter(1), Batcher(states, window=0.5), Batcher(walls, window=0.5),
+                share=0,  # paced below
+            )  # fmt: skip
         rt = self._sites[key]
-        if rt.share != self.rate_share:  # workers came or went: this one's share changed
+        if rt.share != self.rate_share:  # new, or workers came or went: this one's share
             rt.rate = limiter(self.sites.sites[name].limits.rate / self.rate_share)
             rt.share = self.rate_share
         return rt
