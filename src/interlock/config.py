@@ -25,6 +25,7 @@ from pydantic import (
     Field,
     Tag,
     field_validator,
+    model_validator,
 )
 
 from interlock import plugins, yamlfile
@@ -178,6 +179,9 @@ class GceSite(SiteBase):
     zone: str  # e.g. europe-west1-b; the region is derived from it
     # A service-account key file; None: Application Default Credentials (google-auth).
     credentials_file: File | None = None
+    # default: the key file above, or Application Default Credentials. anonymous: no
+    # credentials at all, for an endpoint of one's own that asks for none (the lab's).
+    credentials: Literal["default", "anonymous"] = "default"
     endpoint: Endpoint | None = None  # None: compute.googleapis.com
     # Where public images are looked up (GCE keeps each vendor's images in its own project).
     image_projects: list[str] = [
@@ -187,6 +191,15 @@ class GceSite(SiteBase):
         "centos-cloud",
         "rhel-cloud",
     ]
+
+    @model_validator(mode="after")
+    def _anonymous_needs_an_endpoint(self) -> GceSite:
+        # Never unauthenticated requests to Google itself; and a key file says otherwise.
+        if self.credentials == "anonymous" and self.endpoint is None:
+            raise yamlfile.FieldProblem(("credentials",), "anonymous needs an endpoint of its own")
+        if self.credentials == "anonymous" and self.credentials_file is not None:
+            raise yamlfile.FieldProblem(("credentials",), "anonymous takes no credentials_file")
+        return self
 
 
 class PluginSite(SiteBase):

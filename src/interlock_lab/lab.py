@@ -39,10 +39,11 @@ if TYPE_CHECKING:
 def site_kinds() -> dict[str, type[EmulatedSite]]:
     # Imported here: moto and sushy-tools are heavy and only the daemon needs them.
     from interlock_lab.emulators.aws import AwsSite
+    from interlock_lab.emulators.gce import GceSite
     from interlock_lab.emulators.metal import MetalSite
     from interlock_lab.emulators.openstack import OpenstackSite
 
-    return {"aws": AwsSite, "metal": MetalSite, "openstack": OpenstackSite}
+    return {"aws": AwsSite, "gce": GceSite, "metal": MetalSite, "openstack": OpenstackSite}
 
 
 class _QuietServer(uvicorn.Server):

@@ -8,6 +8,7 @@ that names the file, the field (with its line) and the problem, before anything 
 from __future__ import annotations
 
 import ipaddress
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
@@ -104,6 +105,8 @@ class NetworkSpec(Strict):
     router: str | None = None
     cidr: ipaddress.IPv4Network
     # aws: True gives nodes a public address at boot; False: an elastic IP is needed.
+    # gce: True: an access config without natIP gets an ephemeral external IP, as Google
+    # gives one; False: it gets none (a static address must be reserved and attached).
     public: bool = False
 
     @field_validator("cidr")
@@ -117,7 +120,8 @@ class NetworkSpec(Strict):
 
 
 class Quotas(Strict):
-    """openstack: the project's quotas (None: the cloud's default)."""
+    """openstack: the project's quotas (None: the cloud's default). gce: the region's
+    INSTANCES and STATIC_ADDRESSES quotas (None: no limit)."""
 
     floating_ips: int | None = Field(default=None, ge=0)
     instances: int | None = Field(default=None, ge=0)
@@ -197,9 +201,34 @@ def _capabilities() -> list[str]:
     return [c.id for c in guideline.load().capabilities if c.status != "removed"]
 
 
+GceProject = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")]
+GceZone = Annotated[str, Field(pattern=r"^[a-z]+-[a-z]+[0-9]+-[a-z]$")]
+
+
+class GceOptions(Strict):
+    """gce only: how the Compute Engine project differs (see emulators/gce)."""
+
+    project: GceProject = "interlock-lab"
+    zone: GceZone = "us-central1-a"  # its region (the zone without "-a") is the site's region
+    # default: networks[0] is the project's auto-mode network `default`, with Google's four
+    # default-allow rules (SSH and RDP from anywhere, ICMP, internal traffic); custom: every
+    # network is a custom-mode VPC without firewall rules (ingress denied until one admits).
+    network: Literal["default", "custom"] = "default"
+    # The project's metadata `enable-oslogin` (an instance's own value wins over it).
+    os_login: bool = False
+    # The organisation enforces OS Login (constraint compute.requireOsLogin): metadata that
+    # turns it off is refused (412 conditionNotMet) and the guest agent ignores `ssh-keys`.
+    os_login_enforced: bool = False
+    # The guest agent's `deprovision_remove`: an account whose `ssh-keys` entries are all gone
+    # is deleted (True) or, as Google's default, kept without keys and sudo (False).
+    deprovision_remove: bool = False
+    # Seconds an operation stays RUNNING before its work starts (operations are asynchronous).
+    operation_delay: Seconds = 0.0
+
+
 class SiteSpec(Strict):
     name: Name
-    kind: Literal["aws", "metal", "openstack"]
+    kind: Literal["aws", "gce", "metal", "openstack"]
     description: str = ""
     region: str = "lab-1"
     public: PublicSpec
@@ -213,6 +242,7 @@ class SiteSpec(Strict):
     quotas: Quotas = Quotas()
     firewall: FirewallSpec = FirewallSpec()
     ground_truth: GroundTruth = GroundTruth()
+    gce: GceOptions | None = None  # gce sites only (None there: the defaults)
 
     @model_validator(mode="after")
     def _consistent(self) -> SiteSpec:
@@ -250,6 +280,10 @@ class SiteSpec(Strict):
             raise FieldProblem(
                 ("firewall", "default_group"), "metal has no security groups: nothing closes it"
             )
+        if self.kind == "gce":
+            _gce_consistent(self)
+        elif self.gce is not None:
+            raise FieldProblem(("gce",), "only gce sites take gce options")
         machines = sum(g.count for g in self.machines)
         spaces: list[tuple[tuple[str | int, ...], ipaddress.IPv4Network]] = [
             (("public", "pool"), self.public.pool),
@@ -280,6 +314,10 @@ class SiteSpec(Strict):
         return self.model_copy(update={"public": public, "networks": networks})
 
     @property
+    def gce_options(self) -> GceOptions:
+        return self.gce or GceOptions()
+
+    @property
     def default_open(self) -> bool:
         """A new node's default group admits everything (or the site filters nothing)."""
         return self.kind == "metal" or self.firewall.default_group == "open"
@@ -300,6 +338,26 @@ class SiteSpec(Strict):
             if f.name == name:
                 return f
         raise KeyError(name)
+
+
+def _gce_consistent(site: SiteSpec) -> None:
+    """A gce site: its region is its zone's, its images name their image project, and an
+    auto-mode project has its `default` network first."""
+    options = site.gce_options
+    region = options.zone.rsplit("-", 1)[0]
+    if site.region != region:
+        raise FieldProblem(("region",), f"the region of zone {options.zone} is {region}")
+    for i, image in enumerate(site.images):
+        if not re.fullmatch(r"[a-z][a-z0-9-]{0,62}", image.id) or image.id != image.name:
+            raise FieldProblem(("images", i, "id"), "a GCE image name (lower case), as its name")
+        if not re.fullmatch(r"[a-z][a-z0-9-]{4,28}[a-z0-9]", image.properties.get("project", "")):
+            raise FieldProblem(
+                ("images", i, "properties"), "names the image's project (project: debian-cloud)"
+            )
+    if options.network == "default" and site.networks[0].name != "default":
+        raise FieldProblem(
+            ("networks", 0, "name"), "the project's auto-mode network is named default"
+        )
 
 
 def _unique(what: str, key: str, names: list[str]) -> None:

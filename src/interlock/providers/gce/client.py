@@ -22,7 +22,7 @@ import google.auth.exceptions
 import requests
 from google.api_core import exceptions as gexc
 from google.api_core.client_options import ClientOptions
-from google.auth.credentials import Credentials
+from google.auth.credentials import AnonymousCredentials, Credentials
 from google.cloud import compute_v1
 from google.oauth2 import service_account
 
@@ -53,6 +53,10 @@ QUOTA = {
 QUOTA_TEXT = re.compile(
     r"quota|resource[ _]pool[ _]exhausted|does not have enough resources available", re.I
 )
+
+# 412 conditionNotMet is also an organisation policy's refusal ("Constraint
+# constraints/compute.requireOsLogin violated for project …"), which no retry changes.
+ORG_POLICY = re.compile(r"\bconstraints/[a-zA-Z]+\.[a-zA-Z]+")
 
 
 def one_line(text: str, limit: int = 400) -> str:
@@ -91,6 +95,9 @@ class GceClient:
     def _credentials(self) -> Credentials:
         if self._given is not None:
             return self._given
+        if self.config.credentials == "anonymous":  # an endpoint of its own asking for none
+            anonymous: Credentials = AnonymousCredentials()  # type: ignore[no-untyped-call]
+            return anonymous
         path = self.config.credentials_file
         if path is not None:
             try:
@@ -169,6 +176,8 @@ class GceClient:
                 cls = AuthError
             elif isinstance(e, gexc.NotFound):
                 cls = NotFoundError
+            elif isinstance(e, gexc.PreconditionFailed) and ORG_POLICY.search(text):
+                cls = InvalidRequestError  # an organisation policy refused it: so will a retry
             elif isinstance(e, gexc.ServerError | gexc.PreconditionFailed) or (e.code or 0) >= 500:
                 # 412: a metadata fingerprint went stale; reading again and retrying fixes it.
                 cls = TransientError
