@@ -374,7 +374,7 @@ def builtin_dir() -> Path:
 
 def builtin_sites() -> dict[str, Path]:
     """The site files that ship with the lab, by site name (file stem)."""
-    return {p.stem: p for p in sorted(builtin_dir().glob("*.yaml"))}
+    return {p.stem: p for p in sorted(builtin_dir().glob("*.yaml"), key=lambda p: p.stem)}
 
 
 def builtin_of_kind(kind: str) -> list[str]:

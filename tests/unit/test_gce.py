@@ -696,3 +696,67 @@ def test_api_host_is_the_endpoints() -> None:
     assert GceProvider("s", site(), credentials=anonymous()).api_host == "compute.googleapis.com"
     here = GceProvider("s", site(endpoint="https://gce.example.test:8443"), credentials=anonymous())
     assert here.api_host == "gce.example.test"
+
+
+# -- anonymous credentials (an endpoint of one's own, like the lab's) -----------------------
+
+
+def test_anonymous_credentials_send_no_authorization(requests_mock: Mocker) -> None:
+    lab = site(endpoint="http://127.0.0.1:8080", credentials="anonymous")
+    here = "http://127.0.0.1:8080/compute/v1/projects/p/zones/europe-west1-b"
+    requests_mock.get(f"{here}/instances/web-1", json=recorded("instance_running"))
+    assert GceProvider("s", lab).describe_node("web-1").state == "running"
+    assert "Authorization" not in requests_mock.request_history[0].headers
+
+
+@pytest.mark.parametrize(
+    ("kw", "problem"),
+    [
+        ({"credentials": "anonymous"}, "anonymous needs an endpoint of its own"),
+        (
+            {
+                "credentials": "anonymous",
+                "endpoint": "http://127.0.0.1:1",
+                "credentials_file": Path(__file__),
+            },
+            "anonymous takes no credentials_file",
+        ),
+        ({"credentials": "none"}, "'default' or 'anonymous'"),
+    ],
+)
+def test_anonymous_credentials_are_for_an_endpoint_of_ones_own(
+    kw: dict[str, Any], problem: str
+) -> None:
+    with pytest.raises(ValidationError, match=problem):
+        site(**kw)
+
+
+def test_an_organisation_policy_refusal_is_not_transient(
+    gce: GceProvider, requests_mock: Mocker
+) -> None:
+    """412 conditionNotMet is a stale fingerprint (retried) or an organisation policy's
+    constraint (never changes on a retry)."""
+    text = (
+        "Constraint constraints/compute.requireOsLogin violated for project p. OS Login "
+        "is enforced: metadata 'enable-oslogin' cannot be set to FALSE."
+    )
+    refusal = {
+        "error": {
+            "code": 412,
+            "message": text,
+            "errors": [{"message": text, "domain": "global", "reason": "conditionNotMet"}],
+        }
+    }
+    requests_mock.post(f"{ZONE}/instances", status_code=412, json=refusal)
+    with pytest.raises(ProviderError) as e:
+        gce.create_node(node_request(None))
+    assert type(e.value) is InvalidRequestError
+    assert "compute.requireOsLogin" in str(e.value)
+    stale = json.loads(
+        json.dumps(refusal).replace(
+            text, "Supplied fingerprint does not match current metadata fingerprint."
+        )
+    )
+    requests_mock.post(f"{ZONE}/instances", status_code=412, json=stale)
+    with pytest.raises(TransientError):
+        gce.create_node(node_request(None))

@@ -51,7 +51,7 @@ def test_image_settings_override_site_defaults(tmp_path: Path) -> None:
     ("change", "field", "problem"),
     [
         ({"public": {"pool": "10.1.0.0/16"}}, "public.pool", "127.0.0.0/8"),
-        ({"kind": "azure"}, "kind", "'aws', 'metal' or 'openstack'"),
+        ({"kind": "azure"}, "kind", "'aws', 'gce', 'metal' or 'openstack'"),
         ({"networks": [{"name": "n", "cidr": "127.5.0.0/16"}]}, "networks[0].cidr", "overlap"),
         ({"images": [{"id": "x", "name": "x", "os": "ubuntu"}]}, "images[0].version", "required"),
         ({"defaults": {"login_user": "Root User"}}, "defaults.login_user", "pattern"),
@@ -114,3 +114,63 @@ def test_metal_machines_must_fit_their_addresses(tmp_path: Path) -> None:
     data["public"]["pool"] = "127.77.0.0/28"
     with pytest.raises(SiteFileError, match=r"field 'public\.pool': 6 machines do not fit"):
         load_site_file(write(tmp_path, data))
+
+
+def gce(tmp_path: Path) -> dict[str, object]:
+    data: dict[str, object] = yaml.safe_load(builtin_sites()["gce"].read_text())
+    return data
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "problem"),
+    [
+        ({"region": "us-east1"}, "region", "the region of zone us-central1-a is us-central1"),
+        ({"gce": {"zone": "central"}}, "gce.zone", "pattern"),
+        ({"gce": {"network": "legacy"}}, "gce.network", "'default' or 'custom'"),
+        ({"gce": {"operation_delay": -1}}, "gce.operation_delay", "greater than or equal"),
+        ({"networks": [{"name": "vpc", "cidr": "10.1.0.0/20"}]}, "networks[0].name", "default"),
+        (
+            {"images": [{"id": "u", "name": "u", "os": "ubuntu", "version": "24.04"}]},
+            "images[0].properties",
+            "project",
+        ),
+        (
+            {
+                "images": [
+                    {
+                        "id": "U-1",
+                        "name": "U-1",
+                        "os": "ubuntu",
+                        "version": "24.04",
+                        "properties": {"project": "ubuntu-os-cloud"},
+                    }
+                ]
+            },
+            "images[0].id",
+            "GCE image name",
+        ),
+    ],
+)
+def test_gce_options_are_checked(
+    tmp_path: Path, change: dict[str, object], field: str, problem: str
+) -> None:
+    data = gce(tmp_path)
+    data.update(change)
+    with pytest.raises(SiteFileError) as e:
+        load_site_file(write(tmp_path, data))
+    assert f"field '{field}'" in str(e.value) and problem in str(e.value), str(e.value)
+
+
+def test_gce_options_belong_to_gce_sites(tmp_path: Path) -> None:
+    data = aws(tmp_path)
+    data["gce"] = {"network": "custom"}
+    with pytest.raises(SiteFileError, match="field 'gce': only gce sites take gce options"):
+        load_site_file(write(tmp_path, data))
+    # A custom network needs no `default`; the options' defaults stand without a `gce:`.
+    data = gce(tmp_path)
+    data["networks"] = [{"name": "vpc", "cidr": "10.1.0.0/20", "public": False}]
+    data["gce"] = {"network": "custom", "zone": "us-central1-f"}
+    assert load_site_file(write(tmp_path, data)).gce_options.network == "custom"
+    data.pop("gce")
+    data["networks"] = [{"name": "default", "cidr": "10.1.0.0/20"}]
+    assert load_site_file(write(tmp_path, data)).gce_options.zone == "us-central1-a"
