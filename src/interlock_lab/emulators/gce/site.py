@@ -44,7 +44,9 @@ class GceSite:
         self.url = f"http://127.0.0.1:{listener.getsockname()[1]}"
         self.project = Project(self.ctx, self.url)
         app = make_app(self.project, self.faults)
-        settings = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+        settings = uvicorn.Config(
+            app, log_config=None, log_level="warning", lifespan="off", access_log=False
+        )
         self.server = _Server(settings)
         server = self.server
         self.thread = threading.Thread(
