@@ -7,7 +7,7 @@ Starts a private lab (the built-in aws site, in a lab of its own) and launches 2
 Ubuntu 24.04 instances with one EC2 key pair. Half are secured by interlock's
 own steps 6-7 (login discovery from the image's hints, root gets the platform
 key, password login off, sshd reloaded; then verified: root login with the
-platform key, `sshd -T`, a real password attempt refused), N at once, as many
+platform key, `sshd -T`, no password method offered), N at once, as many
 in flight as ansible's forks. The other half get the same work from
 ansible-playbook (`-f FORKS`, pipelining on, the same checks), whose result is
 then checked with interlock's verification (not timed).
@@ -43,6 +43,7 @@ import asyncssh
 
 from interlock.providers.normalize import CANDIDATE_USERS, DEFAULT_USERS
 from interlock.ssh import access, keys
+from interlock.ssh.sessions import Sessions
 from lablib import ec2_client, print_figures, private_aws_lab
 
 UBUNTU = "ami-0e2c8caa4b6378d8c"  # the aws site's Ubuntu 24.04 image (login: ubuntu)
@@ -193,13 +194,15 @@ async def interlock_secure(
         async with slots:
             deadline = time.monotonic() + 120
             t0 = time.monotonic()
-            found = await access.discover_login(ip, key, candidates, deadline)
+            sessions = Sessions()  # as an allocation keeps a node's logins between steps
+            found = await access.discover_login(ip, key, candidates, deadline, sessions)
             users.add(found.user)
             t1 = time.monotonic()
-            await access.secure_root(ip, found.user, key, public)
+            await access.secure_root(ip, found.user, key, public, sessions)
             t2 = time.monotonic()
-            await access.verify_root(ip, platform, deadline)
+            await access.verify_root(ip, platform, deadline, sessions)
             t3 = time.monotonic()
+            await sessions.close(ip)
             for phase, took in zip(phases, (t1 - t0, t2 - t1, t3 - t2), strict=True):
                 phases[phase].append(took)
 
@@ -216,10 +219,12 @@ async def wrong_user_cost(ip: str, node_key: Path) -> dict[str, float]:
     for _ in range(5):
         for names, into in (([WRONG_FIRST[-1]], right), (WRONG_FIRST, wrong)):
             start = time.monotonic()
+            sessions = Sessions()
             found = await access.discover_login(
-                ip, key, [(u, "bench") for u in names], time.monotonic() + 60
+                ip, key, [(u, "bench") for u in names], time.monotonic() + 60, sessions
             )
             into.append(time.monotonic() - start)
+            await sessions.close(ip)
             assert found.user == "ubuntu", found
     per_wrong = (statistics.median(wrong) - statistics.median(right)) / (len(WRONG_FIRST) - 1)
     return {
@@ -268,7 +273,12 @@ def ansible_secure(work: Path, ips: list[str], node_key: Path, platform: Path, f
 
 
 async def verify_all(ips: list[str], platform: Path) -> None:
-    await asyncio.gather(*(access.verify_root(ip, platform, time.monotonic() + 60) for ip in ips))
+    async def one(ip: str) -> None:
+        sessions = Sessions()
+        await access.verify_root(ip, platform, time.monotonic() + 60, sessions)
+        await sessions.close(ip)
+
+    await asyncio.gather(*(one(ip) for ip in ips))
 
 
 def main() -> int:

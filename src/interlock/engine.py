@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from interlock.firewall import Firewall
     from interlock.providers.base import Provider, ServerInfo
+    from interlock.ssh.sessions import Sessions
 
 T = TypeVar("T")
 OWNER = "interlock"
@@ -100,6 +101,7 @@ class Engine:
         self._metadata: dict[str, Metadata] = {}
         self._fetching: dict[tuple[str, asyncio.AbstractEventLoop], asyncio.Task[Metadata]] = {}
         self._groups: dict[tuple[str, str, asyncio.AbstractEventLoop], asyncio.Task[Opened]] = {}
+        self._sessions: dict[asyncio.AbstractEventLoop, Sessions] = {}
 
     # -- what nodes need -----------------------------------------------------------
 
@@ -115,6 +117,14 @@ class Engine:
         from interlock.ssh import keys
 
         return [keys.public_of(p) for p in self.platform]
+
+    @property
+    def sessions(self) -> Sessions:
+        """This event loop's SSH logins kept between a node's steps (a connection lives on
+        the loop that made it)."""
+        from interlock.ssh.sessions import Sessions
+
+        return self._sessions.setdefault(asyncio.get_running_loop(), Sessions())
 
     def key_path(self, node: str) -> Path:
         return self.home / "keys" / node

@@ -27,6 +27,7 @@ import asyncssh
 import boto3
 import httpx
 import pytest
+import yaml
 from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_exponential
 
 from interlock.ssh import access
@@ -116,6 +117,15 @@ class Lab:
     def pool(self, site: str) -> ipaddress.IPv4Network:
         """The site's public pool in this lab (the site file's, or moved)."""
         return ipaddress.IPv4Network(self.state["sites"][site]["public_pool"])
+
+    def sites_with(self, path: Path, **changes: dict[str, Any]) -> Path:
+        """A copy of the lab's sites file at `path`, each named site's entry updated with
+        its changes (e.g. `aws={"node_key": "user-data"}`)."""
+        sites = yaml.safe_load((Path(self.state["dir"]) / labdir.SITES).read_text())
+        for site, fields in changes.items():
+            sites["sites"][site].update(fields)
+        path.write_text(yaml.safe_dump(sites))
+        return path
 
 
 @contextmanager

@@ -11,9 +11,7 @@ from typing import Any
 
 import asyncssh
 import pytest
-import yaml
 
-from interlock_lab import labdir
 from tests.lab.conftest import Cli, Lab, Lines, outstanding
 
 
@@ -67,10 +65,8 @@ def test_the_node_key_can_go_in_user_data_instead_of_a_key_pair(
 ) -> None:
     # node_key: user-data sends the key in RunInstances' cloud-config: no key pair is ever
     # made, and the node ends up as secured, its key gone from it.
-    sites = yaml.safe_load((Path(lab.state["dir"]) / labdir.SITES).read_text())
-    sites["sites"]["aws"]["node_key"] = "user-data"
-    (tmp_path / "sites.yaml").write_text(yaml.safe_dump(sites))
-    cli.env["INTERLOCK_SITES"] = str(tmp_path / "sites.yaml")
+    sites = lab.sites_with(tmp_path / "sites.yaml", aws={"node_key": "user-data"})
+    cli.env["INTERLOCK_SITES"] = str(sites)
     pairs = [e for e in lab.client.ledger("aws") if e["kind"] == "keypair"]
     (node,) = cli.json("up", "ud", "--site", "aws")
     assert node["status"] == "ready", node

@@ -8,9 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from interlock_lab import labdir
 from tests.lab.conftest import (
     FROM_HOST,
     Cli,
@@ -62,11 +60,8 @@ def test_a_node_is_reachable_on_ssh_only_while_a_group_admits_it(lab: Lab) -> No
 @pytest.fixture
 def sites_with_sources(lab: Lab, tmp_path: Path) -> Path:
     """The lab's sites file, with the aws site's SSH allowed from two sources."""
-    sites = yaml.safe_load((Path(lab.state["dir"]) / labdir.SITES).read_text())
-    sites["sites"]["aws"]["ssh_from"] = ["127.0.0.1/32", "127.0.0.5/32"]
-    path = tmp_path / "sites.yaml"
-    path.write_text(yaml.safe_dump(sites))
-    return path
+    sources = ["127.0.0.1/32", "127.0.0.5/32"]
+    return lab.sites_with(tmp_path / "sites.yaml", aws={"ssh_from": sources})
 
 
 def test_interlock_opens_ssh_from_the_configured_sources_only_and_gives_it_back(

@@ -9,9 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from interlock_lab import labdir
 from tests.lab.conftest import Cli, Lab, outstanding
 
 
@@ -30,10 +28,7 @@ def failed(cli: Cli, lab: Lab, site: str, *args: str) -> dict[str, Any]:
 @pytest.fixture
 def short_ssh(lab: Lab, cli: Cli, tmp_path: Path) -> Cli:
     """The lab's sites file with the broken site giving nodes 4 s to answer and log in."""
-    sites = yaml.safe_load((Path(lab.state["dir"]) / labdir.SITES).read_text())
-    sites["sites"]["broken"]["limits"] = {"ssh_timeout": 4}
-    path = tmp_path / "sites.yaml"
-    path.write_text(yaml.safe_dump(sites))
+    path = lab.sites_with(tmp_path / "sites.yaml", broken={"limits": {"ssh_timeout": 4}})
     cli.env["INTERLOCK_SITES"] = str(path)
     return cli
 

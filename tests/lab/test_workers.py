@@ -13,11 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from interlock.state import Attempt, NodeRecord, StateUrl, open_store
 from interlock.workers import live as workers_live
-from interlock_lab import labdir
 from tests.lab.conftest import Cli, Lab, lab_cli, outstanding, wait_for
 
 LIMITS = {"aws": 3, "metal": 2}  # nodes in flight at once, across all workers
@@ -27,12 +25,10 @@ WANT = {"aws": 16, "metal": 4}  # metal has four Ubuntu machines
 @pytest.fixture
 def cli(lab: Lab, tmp_path: Path, pg_state: str) -> Iterator[Cli]:
     """The lab's sites with low limits, the state in PostgreSQL."""
-    sites = yaml.safe_load((Path(lab.state["dir"]) / labdir.SITES).read_text())
-    for site, limit in LIMITS.items():
-        sites["sites"][site]["limits"] = {"concurrency": limit}
-    (tmp_path / "sites.yaml").write_text(yaml.safe_dump(sites))
+    limits = {site: {"limits": {"concurrency": n}} for site, n in LIMITS.items()}
+    sites = lab.sites_with(tmp_path / "sites.yaml", **limits)
     with lab_cli(lab.state, tmp_path / "home") as c:
-        c.env["INTERLOCK_SITES"] = str(tmp_path / "sites.yaml")
+        c.env["INTERLOCK_SITES"] = str(sites)
         c.env["INTERLOCK_STATE_URL"] = pg_state
         yield c
 

@@ -11,6 +11,7 @@ import asyncssh
 import pytest
 
 from interlock.ssh import access
+from interlock.ssh.sessions import Sessions
 
 
 class Node:
@@ -20,7 +21,7 @@ class Node:
         self.user, self.redirect, self.key_after = user, redirect, key_after
         self.attempts: list[str] = []
 
-    async def __call__(self, host: str, user: str, key: Any) -> str:
+    async def __call__(self, host: str, user: str, key: Any, sessions: Any) -> str:
         self.attempts.append(user)
         if user == "root" and self.redirect:
             return f"redirect:{self.user}"
@@ -33,7 +34,8 @@ def discover(monkeypatch: pytest.MonkeyPatch, node: Node, *users: str) -> access
     monkeypatch.setattr(access, "_try", node)
     candidates = [(u, "test") for u in users]
     key = asyncssh.generate_private_key("ssh-ed25519")
-    return asyncio.run(access.discover_login("h", key, candidates, time.monotonic() + 30))
+    sessions = Sessions()
+    return asyncio.run(access.discover_login("h", key, candidates, time.monotonic() + 30, sessions))
 
 
 COMMON = ("root", "ubuntu", "admin", "debian", "ec2-user", "centos", "cloud-user", "fedora")

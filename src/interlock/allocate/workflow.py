@@ -207,7 +207,7 @@ class Allocator(DBOSConfiguredInstance):
         private = asyncssh.read_private_key(e.key_path(node))
         image = choice.image
         candidates = login_candidates(site, e.sites.sites[site].profile, e.store, image)
-        found = await access.discover_login(ip, private, candidates, deadline)
+        found = await access.discover_login(ip, private, candidates, deadline, e.sessions)
         e.store.learn(
             site,
             f"login_user:{image.id}",
@@ -224,7 +224,7 @@ class Allocator(DBOSConfiguredInstance):
         resumed step 7 reports what the node lacked, not what a first try already did."""
         self.e.progress(node, "root_access")
         key = asyncssh.read_private_key(self.e.key_path(node))
-        return await access.root_state(ip, user, key)
+        return await access.root_state(ip, user, key, self.e.sessions)
 
     @DBOS.step()
     async def secure(
@@ -235,8 +235,8 @@ class Allocator(DBOSConfiguredInstance):
         e = self.e
         e.progress(node, "root_access")
         key = asyncssh.read_private_key(e.key_path(node))
-        await access.secure_root(ip, user, key, e.platform_public)
-        host_key = await access.verify_root(ip, e.platform[0], time.monotonic() + 60)
+        await access.secure_root(ip, user, key, e.platform_public, e.sessions)
+        host_key = await access.verify_root(ip, e.platform[0], time.monotonic() + 60, e.sessions)
         e.progress(node, "root_access", host_key=host_key)
         fixups = []
         if not before.root_by_key:
@@ -253,7 +253,7 @@ class Allocator(DBOSConfiguredInstance):
         """Step 8: the node key leaves the node, the site and the disk."""
         e = self.e
         e.progress(node, "key_removal")
-        await access.remove_node_key(ip, e.platform[0], key.public)
+        await access.remove_node_key(ip, e.platform[0], key.public, e.sessions)
         provider = e.provider(site)
         if key.key_ref is not None:
             await e.call(site, provider.delete_key, key.key_ref)
@@ -390,10 +390,13 @@ class Allocator(DBOSConfiguredInstance):
         opened = await self.reachable(
             site, node, deployment, created.server_id, address.ip, requested.admits
         )
-        found = await self.login(site, node, address.ip, choice, key)
-        before = await self.root_before(node, address.ip, found.user)
-        secured = await self.secure(node, address.ip, found.user, before)
-        dropped = await self.drop_node_key(site, node, address.ip, key)
+        try:  # steps 6-8 hand their SSH logins on (ssh.sessions); they end here
+            found = await self.login(site, node, address.ip, choice, key)
+            before = await self.root_before(node, address.ip, found.user)
+            secured = await self.secure(node, address.ip, found.user, before)
+            dropped = await self.drop_node_key(site, node, address.ip, key)
+        finally:
+            await self.e.sessions.close(address.ip)
         every = (*choice.fixups, *requested.fixups, *address.fixups, *opened, *found.fixups,
                  *secured, *dropped)  # fmt: skip
         return tuple(dict.fromkeys(every))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import secrets
 import shlex
 import time
 from collections.abc import Sequence
@@ -24,14 +23,18 @@ from interlock.ssh.facts import SshdSettings, sshd_settings
 from interlock.ssh.remote import (
     BUSY,
     BUSY_FOR,
-    CONNECT_TIMEOUT,
     AccessError,
     as_root,
     connect,
     run,
     until,
 )
+from interlock.ssh.sessions import Sessions, end
 
+# Asked for on root's verifying login, after publickey (which logs in): what sshd offers
+# of these is then known. No password is given, so none is ever tried.
+OFFERED = "publickey,keyboard-interactive,password"
+PASSWORDS = {"password", "keyboard-interactive"}
 REDIRECT = re.compile(r'Please login as the user "([^"]+)" rather than the user "root"')
 
 
@@ -63,29 +66,46 @@ async def wait_for_ssh(host: str, deadline: float, port: int = 22) -> float:
         delay = min(delay * 2, 1.0)
 
 
-async def _try(host: str, user: str, key: asyncssh.SSHKey) -> str:
-    """One login attempt: 'ok', 'denied', 'down', or 'redirect:NAME'."""
+async def _try(host: str, user: str, key: asyncssh.SSHKey, sessions: Sessions) -> str:
+    """One login attempt: 'ok' (its connection kept in `sessions` for the next step),
+    'denied', 'down', or 'redirect:NAME'."""
     try:
-        async with connect(host, user, key) as conn:
-            proc = await conn.create_process("echo interlock-ok")
-            try:
-                line = await asyncio.wait_for(proc.stdout.readline(), 10)
-            finally:
-                proc.close()
-            m = REDIRECT.search(str(line))
-            if m:
-                return f"redirect:{m.group(1)}"
-            return "ok" if "interlock-ok" in str(line) else "denied"
+        conn = await sessions.open(host, user, key)
     except asyncssh.PermissionDenied:
         return "denied"
     except (OSError, asyncssh.Error, TimeoutError):
         return "down"
+    outcome = "down"
+    try:
+        proc = await conn.create_process("echo interlock-ok")
+        try:
+            line = await asyncio.wait_for(proc.stdout.readline(), 10)
+        finally:
+            proc.close()
+        m = REDIRECT.search(str(line))
+        if m:
+            outcome = f"redirect:{m.group(1)}"
+        else:
+            outcome = "ok" if "interlock-ok" in str(line) else "denied"
+    except (OSError, asyncssh.Error, TimeoutError):
+        outcome = "down"
+    finally:
+        if outcome == "ok":
+            await sessions.keep(host, user, key, conn)
+        else:
+            await end(conn)
+    return outcome
 
 
 async def discover_login(
-    host: str, key: asyncssh.SSHKey, candidates: Sequence[tuple[str, str]], deadline: float
+    host: str,
+    key: asyncssh.SSHKey,
+    candidates: Sequence[tuple[str, str]],
+    deadline: float,
+    sessions: Sessions,
 ) -> Login:
-    """Find the account the node key logs in to. `candidates` are (user, source) in order."""
+    """Find the account the node key logs in to. `candidates` are (user, source) in order.
+    The connection that logged in stays in `sessions` for the steps after."""
     tried: list[str] = []  # every attempt, in order: its length is the true count
     fixups: list[str] = []
     queue = list(dict.fromkeys(u for u, _ in candidates))
@@ -95,12 +115,12 @@ async def discover_login(
         i = 0
         while i < len(queue):  # the queue grows as it goes: a redirect's name comes next
             user = queue[i]
-            outcome = await _try(host, user, key)
+            outcome = await _try(host, user, key, sessions)
             while outcome == "down":
                 if time.monotonic() > deadline:
                     raise AccessError(f"{host}: SSH went away during login discovery")
                 await asyncio.sleep(0.2)
-                outcome = await _try(host, user, key)
+                outcome = await _try(host, user, key, sessions)
             tried.append(f"{user}:{outcome}")
             if outcome == "ok":
                 if len(tried) > 1:  # the first guess was wrong, or the key came late
@@ -131,11 +151,11 @@ class RootState:
     password_login: bool
 
 
-async def root_state(host: str, login: str, key: asyncssh.SSHKey) -> RootState:
-    by_key = login == "root" or await _try(host, "root", key) == "ok"
+async def root_state(host: str, login: str, key: asyncssh.SSHKey, sessions: Sessions) -> RootState:
+    by_key = login == "root" or await _try(host, "root", key, sessions) == "ok"
 
     async def look() -> SshdSettings:
-        async with connect(host, login, key) as conn:
+        async with sessions.use(host, login, key) as conn:
             return await sshd_settings(conn, login)
 
     sshd = await until(time.monotonic() + BUSY_FOR, "reading sshd's settings", look, BUSY)
@@ -166,7 +186,11 @@ else systemctl reload sshd; fi
 
 
 async def secure_root(
-    host: str, login: str, node_key: asyncssh.SSHKey, platform_public: Sequence[str]
+    host: str,
+    login: str,
+    node_key: asyncssh.SSHKey,
+    platform_public: Sequence[str],
+    sessions: Sessions,
 ) -> None:
     """Step 7: root gets the platform keys; password login off; sshd reloaded. The node
     key stays beside them until step 8 removes it everywhere: so this can run again (a
@@ -175,51 +199,41 @@ async def secure_root(
     keys = " ".join(shlex.quote(k) for k in [*platform_public, node_public])
 
     async def secure() -> None:
-        async with connect(host, login, node_key) as conn:
+        async with sessions.use(host, login, node_key) as conn:
             await run(conn, as_root(login, SECURE.format(keys=keys)), "securing root")
 
     await until(time.monotonic() + BUSY_FOR, "securing root", secure, BUSY)
 
 
-async def verify_root(host: str, platform_key: Path, deadline: float) -> str:
-    """Root logs in with a platform key, sshd -T shows the settings, and a password
-    login is refused for real. Returns the node's SSH host key (for known_hosts)."""
+async def verify_root(host: str, platform_key: Path, deadline: float, sessions: Sessions) -> str:
+    """Root logs in with a platform key on a new connection; sshd -T shows the settings
+    and sshd offers that login no password method (the methods it answers a client with,
+    before any key, are what a password guesser gets). Returns the node's SSH host key
+    (for known_hosts); the connection stays in `sessions` for step 8."""
     key = asyncssh.read_private_key(platform_key)
 
-    async def look() -> tuple[SshdSettings, asyncssh.SSHKey | None]:
-        async with connect(host, "root", key) as conn:
-            return await sshd_settings(conn, "root"), conn.get_server_host_key()
+    async def look() -> tuple[SshdSettings, asyncssh.SSHKey | None, list[str]]:
+        await sessions.drop(host, "root", key)  # a new login, after the reload
+        async with sessions.use(host, "root", key, preferred_auth=OFFERED) as conn:
+            offered = list(conn.get_server_auth_methods())
+            return await sshd_settings(conn, "root"), conn.get_server_host_key(), offered
 
     # sshd is reloading: its listener comes back within moments.
-    sshd, host_key = await until(deadline, "root login with the platform key failed", look)
+    sshd, host_key, offered = await until(deadline, "root login with the platform key failed", look)
     if sshd.password_login:
         raise AccessError("sshd still allows password authentication")
     if sshd.permit_root_login not in ("prohibit-password", "without-password"):
         raise AccessError(f"sshd PermitRootLogin is {sshd.permit_root_login}")
-
-    async def password_refused() -> None:
-        try:
-            async with asyncssh.connect(
-                host,
-                username="root",
-                password=secrets.token_urlsafe(12),
-                client_keys=None,
-                known_hosts=None,
-                agent_path=None,
-                preferred_auth="password,keyboard-interactive",
-                connect_timeout=CONNECT_TIMEOUT,
-            ):
-                raise AccessError("a password login was accepted")
-        except asyncssh.PermissionDenied:
-            pass
-
-    await until(time.monotonic() + BUSY_FOR, "a password login attempt", password_refused, BUSY)
+    if PASSWORDS & set(offered):
+        raise AccessError(f"sshd still offers {', '.join(sorted(PASSWORDS & set(offered)))}")
     if host_key is None:
         raise AccessError("the node sent no host key")
     return str(host_key.export_public_key().decode()).strip()
 
 
-async def remove_node_key(host: str, platform_key: Path, node_public: str) -> None:
+async def remove_node_key(
+    host: str, platform_key: Path, node_public: str, sessions: Sessions
+) -> None:
     """Step 8 on the node: the node key leaves every authorized_keys; verified."""
     body = node_public.split()[1]
     script = f"""set -e
@@ -235,7 +249,7 @@ done
     key = asyncssh.read_private_key(platform_key)
 
     async def remove() -> None:
-        async with connect(host, "root", key) as conn:
+        async with sessions.use(host, "root", key) as conn:
             await run(conn, f"sh -c {shlex.quote(script)}", "removing the node key")
 
     await until(time.monotonic() + BUSY_FOR, "removing the node key", remove, BUSY)

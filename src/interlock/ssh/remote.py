@@ -24,13 +24,13 @@ class AccessError(RuntimeError):
 
 
 def connect(host: str, user: str, key: asyncssh.SSHKey | Path, **kw: Any) -> Any:
+    kw.setdefault("preferred_auth", "publickey")
     return asyncssh.connect(
         host,
         username=user,
         client_keys=[key],
         known_hosts=None,
         agent_path=None,
-        preferred_auth="publickey",
         connect_timeout=CONNECT_TIMEOUT,
         **kw,
     )
