@@ -39,9 +39,11 @@ import yaml
 from moto.ec2.exceptions import EC2ClientError
 from moto.ec2.models import EC2Backend
 from moto.ec2.models.amis import Ami, AmiBackend
+from moto.ec2.models.core import TaggedEC2Resource
 from moto.ec2.models.elastic_network_interfaces import NetworkInterface
 from moto.ec2.models.instances import Instance
 from moto.ec2.models.security_groups import SecurityGroupRule
+from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix
 from moto.server import ThreadedMotoServer
 
 from interlock import config
@@ -56,6 +58,7 @@ ERROR_XML = (
     '<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>{code}</Code>'
     "<Message>{msg}</Message></Error></Errors><RequestID>{rid}</RequestID></Response>"
 )
+MOTO_NO_TOKEN = "ABCDE"  # the ClientToken moto's RunInstances hands on when none was sent
 ACCESS_KEY = "interlock-lab"  # moto accepts any credentials; these are not secrets
 # RunInstances booting at once, per site: boots beyond a few only queue on the lab's loop,
 # where each would wait for its node's init against the sandbox's ready timeout.
@@ -91,6 +94,7 @@ class AwsSite:
         # Launched instances whose nodes boot outside the lock; set once they are settled.
         self._booting: dict[str, threading.Event] = {}
         self.boots = threading.BoundedSemaphore(BOOTS_AT_ONCE)
+        self.by_token: dict[str, Any] = {}  # RunInstances' ClientToken → its reservation
         self.guard: Ec2Firewall | None = None
 
     # -- lifecycle ---------------------------------------------------------
@@ -421,6 +425,20 @@ def _install_hooks() -> None:
     moto.settings.ENABLE_KEYPAIR_VALIDATION = True
     moto.settings.EC2_ENABLE_INSTANCE_TYPE_VALIDATION = True
 
+    @_hook(TaggedEC2Resource, "get_tags")
+    def own_tags(orig: Any, self: Any) -> list[dict[str, str]]:
+        # moto finds one resource's tags by matching every tag in the region against its
+        # id: filtering a thousand instances by tag took seconds per call. Same answer,
+        # looked up by id.
+        if not self.id:
+            return []
+        kind = EC2_PREFIX_TO_RESOURCE.get(get_prefix(self.id), "")
+        own = self.ec2_backend.tags.get(self.id, {})
+        return [
+            {"resource_id": self.id, "key": k, "value": v, "resource_type": kind}
+            for k, v in own.items()
+        ]
+
     @_hook(AmiBackend, "_load_amis")
     def load_amis(orig: Any, self: Any) -> None:
         orig(self)
@@ -497,10 +515,20 @@ def _install_hooks() -> None:
                 nic0["SubnetId"] = subnet.id
             else:
                 kw["subnet_id"] = subnet.id
+        token = kw.get("client_token")
+        token = None if token == MOTO_NO_TOKEN else token
         with site.lock:  # moto's state is not thread-safe; the boots need no lock
-            reservation = orig(self, image_id, count, *a, **kw)
-            instances = list(reservation.instances)
-            site.launching(instances)
+            first = site.by_token.get(token) if token else None
+            if first is None:
+                reservation = orig(self, image_id, count, *a, **kw)
+                instances = list(reservation.instances)
+                site.launching(instances)
+                if token:
+                    site.by_token[token] = reservation
+        if first is not None:
+            # The same request again (a client's retry): AWS answers with the first run.
+            with site.settled(i.id for i in first.instances):
+                return first
         try:
             with site.boots:
                 site.ctx.runtime.call(site._boot(instances))
