@@ -9,8 +9,10 @@ re-association moves the address (the old instance gets a fresh public IP).
 Security groups are moto's: the lab's forwarder asks them (`Ec2Firewall`) about every
 new connection to a public address, so a port opens and closes as the API says.
 
-A site's lock guards moto's state; RunInstances holds it for moto's bookkeeping only and
-boots outside it (launches boot side by side, pending until reachable). A call updates
+A site's lock guards moto's state (moto is not thread-safe: a describe racing a launch
+answered with a broken body at 1,000 nodes). Every call holds it, except RunInstances
+and the lifecycle calls, which hold it for moto's bookkeeping only and boot outside it
+(launches boot side by side, pending until reachable). A call updates
 the addresses and filters of its own instances only, so its cost does not grow with the
 number of nodes.
 
@@ -58,6 +60,9 @@ ERROR_XML = (
     '<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>{code}</Code>'
     "<Message>{msg}</Message></Error></Errors><RequestID>{rid}</RequestID></Response>"
 )
+# Calls whose hooks take the site's lock themselves, around moto's bookkeeping only:
+# they wait for boots, which must not hold it.
+LOCKS_ITSELF = frozenset({"RunInstances", "TerminateInstances", "StopInstances", "StartInstances"})
 MOTO_NO_TOKEN = "ABCDE"  # the ClientToken moto's RunInstances hands on when none was sent
 ACCESS_KEY = "interlock-lab"  # moto accepts any credentials; these are not secrets
 # RunInstances booting at once, per site: boots beyond a few only queue on the lab's loop,
@@ -753,4 +758,7 @@ class _Middleware:
                     [("Content-Type", "text/xml"), ("Content-Length", str(len(data)))],
                 )
                 return [data]
+            if action not in LOCKS_ITSELF:
+                with self.site.lock:  # moto's state is not thread-safe (see the module doc)
+                    return self.app(environ, start_response)
         return self.app(environ, start_response)
