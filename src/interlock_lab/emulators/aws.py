@@ -100,6 +100,9 @@ class AwsSite:
         self._booting: dict[str, threading.Event] = {}
         self.boots = threading.BoundedSemaphore(BOOTS_AT_ONCE)
         self.by_token: dict[str, Any] = {}  # RunInstances' ClientToken → its reservation
+        # Instances by id: moto's get_instance copies every reservation to find one, and the
+        # firewall asks once per connection (O(nodes) each, on the lab's loop).
+        self.instances: dict[str, Any] = {}
         self.guard: Ec2Firewall | None = None
 
     # -- lifecycle ---------------------------------------------------------
@@ -301,6 +304,7 @@ class AwsSite:
         `launched`. Lifecycle calls on them wait till then (see `settled`)."""
         for inst in instances:
             self._booting[inst.id] = threading.Event()
+            self.instances[inst.id] = inst
 
     def launched(self, instances: list[Any], booted: bool) -> None:
         """Booted: published and filtered, then running. Either way, no longer waited for."""
@@ -352,7 +356,8 @@ class Ec2Firewall:
         self.site = site
 
     async def admits(self, node_id: str, port: int, source: ipaddress.IPv4Address) -> bool:
-        groups = _groups(self.site.backend().get_instance(node_id))
+        inst = self.site.instances.get(node_id) or self.site.backend().get_instance(node_id)
+        groups = _groups(inst)
         return any(_covers(r, port, source) for g in groups for r in list(g.ingress_rules))
 
 
