@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -44,6 +45,9 @@ def private_lab(sites: list[str], minimal_init: bool = False) -> Iterator[tuple[
 
     Everything (lab, nodes, OpenStack, work dir) is gone when the block ends."""
     work = Path(tempfile.mkdtemp(prefix="interlock-bench-", dir="/var/tmp"))
+    # SIGTERM ends the bench as Ctrl-C does, through the teardown below (by default it
+    # would leave the lab's daemon and nodes running).
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         lab = LabClient(work / "lab")
         if minimal_init:
@@ -56,6 +60,7 @@ def private_lab(sites: list[str], minimal_init: bool = False) -> Iterator[tuple[
             lab.down()
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager

@@ -4,8 +4,7 @@ and a hundred thousand would need.
 Usage (as root):
     python bench/scale.py [--nodes 1000] [--json] [--write-docs]
 
-Starts a private lab (the built-in aws site, its images on the minimal init, its firewall
-not enforced: see scale_lab) and a real
+Starts a private lab (the built-in aws site, its images on the minimal init) and a real
 PostgreSQL (Debian's package, its own data directory, a loopback port), then allocates
 `--nodes` nodes with `interlock up` three times, releasing them in between:
 - 1 `interlock worker` on PostgreSQL (`up` enqueues and follows);
@@ -25,23 +24,19 @@ import json
 import math
 import os
 import resource
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from interlock_lab import labdir
-from interlock_lab.client import LabClient, resolve_sites
+from interlock_lab.client import LabClient
 from interlock_lab.postgres import postgres_server
-from lablib import minimal_init_copy, print_figures
+from lablib import print_figures, private_lab
 
 HERE = Path(__file__).resolve().parent
 TARGET_SECONDS = 600  # the projection: N nodes brought up within ten minutes
@@ -154,27 +149,6 @@ def projection(per_node: dict[str, float], workers_measured: dict[str, Any]) -> 
     return out
 
 
-@contextmanager
-def scale_lab() -> Iterator[tuple[Path, LabClient]]:
-    """The aws site on the minimal init, its firewall not enforced: the lab refilters
-    every node's addresses on each launch (its cost grows with the nodes), which is the
-    lab's limit, not interlock's (bench/allocate.py measures the firewall path)."""
-    work = Path(tempfile.mkdtemp(prefix="interlock-bench-", dir="/var/tmp"))
-    try:
-        spec = yaml.safe_load(minimal_init_copy("aws", work).read_text())
-        spec["firewall"] = {"enforced": False}
-        path = work / "aws-scale.yaml"
-        path.write_text(yaml.safe_dump(spec, sort_keys=False))
-        lab = LabClient(work / "lab")
-        lab.up(resolve_sites([], [path]))
-        try:
-            yield work, lab
-        finally:
-            lab.down()
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=1000)
@@ -182,7 +156,7 @@ def main() -> int:
     parser.add_argument("--write-docs", action="store_true")
     args = parser.parse_args()
     n = args.nodes
-    with scale_lab() as (work, lab), postgres_server() as pg:
+    with private_lab(["aws"], minimal_init=True) as (work, lab), postgres_server() as pg:
         sites = yaml.safe_load((work / "lab" / labdir.SITES).read_text())
         sites["sites"]["aws"]["limits"] = {"concurrency": n, "rate": 1000, "ssh_timeout": 900}
         (work / "sites.yaml").write_text(yaml.safe_dump(sites))

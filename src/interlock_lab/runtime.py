@@ -83,7 +83,8 @@ class Runtime:
             network.pool.give_back(private_ip)
             raise
         try:
-            network.attach(box, private_ip)
+            # `ip` runs: in a worker thread, so other boots and connections go on meanwhile.
+            await asyncio.to_thread(network.attach, box, private_ip)
         except Exception:
             box.stop()
             network.pool.give_back(private_ip)

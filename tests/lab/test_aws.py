@@ -141,6 +141,27 @@ def test_unknown_ami_and_key_fail_like_aws(lab: Lab) -> None:
     assert not lab.client.ledger("aws", outstanding=True)
 
 
+def test_a_run_sent_again_with_its_client_token_launches_once(lab: Lab) -> None:
+    """A client that lost RunInstances' answer sends it again with the same ClientToken;
+    EC2 answers with the first run's instance and launches nothing more."""
+    ec2 = lab.ec2()
+    servers_before = {e["rid"] for e in lab.client.ledger("aws") if e["kind"] == "server"}
+    run = {"ImageId": UBUNTU_2404, "InstanceType": "t3.micro", "MinCount": 1, "MaxCount": 1}
+    first = ec2.run_instances(**run, ClientToken="retry-me")["Instances"][0]["InstanceId"]
+    again = ec2.run_instances(**run, ClientToken="retry-me")["Instances"][0]["InstanceId"]
+    other = ec2.run_instances(**run, ClientToken="another")["Instances"][0]["InstanceId"]
+    try:
+        assert again == first
+        assert other != first
+        servers = {e["rid"] for e in lab.client.ledger("aws") if e["kind"] == "server"}
+        assert servers - servers_before == {first, other}
+        mine = {n["id"] for n in lab.client.nodes()} & {first, other}
+        assert mine == {first, other}
+    finally:
+        ec2.terminate_instances(InstanceIds=[first, other])
+    assert not {first, other} & {e["rid"] for e in lab.client.ledger("aws", outstanding=True)}
+
+
 def test_key_pairs_are_in_the_ledger(lab: Lab) -> None:
     ec2 = lab.ec2()
     ec2.create_key_pair(KeyName="ledgered")

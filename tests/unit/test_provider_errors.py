@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.parsers import ResponseParserError
 from botocore.stub import Stubber
 
 from interlock.config import AwsSite
@@ -46,6 +47,8 @@ def client_error(code: str, status: int = 400) -> ClientError:
         (client_error("SomethingOdd", 502), TransientError),
         (client_error("InvalidParameterValue"), InvalidRequestError),
         (EndpointConnectionError(endpoint_url="http://127.0.0.1:9"), TransientError),
+        # A body that does not parse (a proxy's page, a cut reply): worth another try.
+        (ResponseParserError("Unable to parse response\n<html>oops</html>"), TransientError),
     ],
 )
 def test_aws_errors_map_into_the_taxonomy(error: Exception, kind: type[ProviderError]) -> None:
@@ -59,6 +62,7 @@ def test_aws_errors_map_into_the_taxonomy(error: Exception, kind: type[ProviderE
     with pytest.raises(kind) as e:
         provider._call(boom)
     assert str(e.value).startswith("s: ")
+    assert "<html>" not in str(e.value)  # one line, not the body that did not parse
 
 
 def test_provider_errors_pickle_as_they_were() -> None:

@@ -21,6 +21,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
     ProfileNotFound,
 )
+from botocore.parsers import ResponseParserError
 
 from interlock.config import AwsSite
 from interlock.errors import ExitCode, InterlockError
@@ -169,8 +170,11 @@ class AwsProvider:
             raise cls(self.site, msg) from None
         except (NoCredentialsError, PartialCredentialsError) as e:
             raise AuthError(self.site, f"{type(e).__name__}: {e}") from None  # no use retrying
-        except (EndpointConnectionError, BotoCoreError) as e:
-            raise TransientError(self.site, f"{type(e).__name__}: {e}") from None
+        except (EndpointConnectionError, BotoCoreError, ResponseParserError) as e:
+            # A reply that does not parse (a proxy's error page, a cut body) is not the
+            # answer: botocore says "further retries may succeed", and so they may.
+            first = (str(e).splitlines() or [""])[0]  # not the body that did not parse
+            raise TransientError(self.site, f"{type(e).__name__}: {first}") from None
 
     def _call(self, fn: Callable[..., T], **kw: Any) -> T:
         with self._mapped():

@@ -9,6 +9,13 @@ re-association moves the address (the old instance gets a fresh public IP).
 Security groups are moto's: the lab's forwarder asks them (`Ec2Firewall`) about every
 new connection to a public address, so a port opens and closes as the API says.
 
+A site's lock guards moto's state (moto is not thread-safe: a describe racing a launch
+answered with a broken body at 1,000 nodes). Every call holds it, except RunInstances
+and the lifecycle calls, which hold it for moto's bookkeeping only and boot outside it
+(launches boot side by side, pending until reachable). A call updates
+the addresses and filters of its own instances only, so its cost does not grow with the
+number of nodes.
+
 Each aws site has its own moto account id (set per request by a middleware), so
 several aws sites can share one process without sharing state.
 """
@@ -23,7 +30,8 @@ import os
 import threading
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
@@ -33,8 +41,11 @@ import yaml
 from moto.ec2.exceptions import EC2ClientError
 from moto.ec2.models import EC2Backend
 from moto.ec2.models.amis import Ami, AmiBackend
+from moto.ec2.models.core import TaggedEC2Resource
 from moto.ec2.models.elastic_network_interfaces import NetworkInterface
+from moto.ec2.models.instances import Instance
 from moto.ec2.models.security_groups import SecurityGroupRule
+from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix
 from moto.server import ThreadedMotoServer
 
 from interlock import config
@@ -49,7 +60,14 @@ ERROR_XML = (
     '<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>{code}</Code>'
     "<Message>{msg}</Message></Error></Errors><RequestID>{rid}</RequestID></Response>"
 )
+# Calls whose hooks take the site's lock themselves, around moto's bookkeeping only:
+# they wait for boots, which must not hold it.
+LOCKS_ITSELF = frozenset({"RunInstances", "TerminateInstances", "StopInstances", "StartInstances"})
+MOTO_NO_TOKEN = "ABCDE"  # the ClientToken moto's RunInstances hands on when none was sent
 ACCESS_KEY = "interlock-lab"  # moto accepts any credentials; these are not secrets
+# RunInstances booting at once, per site: boots beyond a few only queue on the lab's loop,
+# where each would wait for its node's init against the sandbox's ready timeout.
+BOOTS_AT_ONCE = 8
 
 _sites: dict[str, AwsSite] = {}  # by moto account id
 _patched = False
@@ -76,6 +94,15 @@ class AwsSite:
         self.url = ""
         self._password_hash: str | None = None
         self._published: dict[ipaddress.IPv4Address, str] = {}
+        self._public_of: dict[str, set[ipaddress.IPv4Address]] = {}  # node -> its published IPs
+        self._filtered: dict[str, tuple[str, ipaddress.IPv4Address]] = {}  # node -> net, address
+        # Launched instances whose nodes boot outside the lock; set once they are settled.
+        self._booting: dict[str, threading.Event] = {}
+        self.boots = threading.BoundedSemaphore(BOOTS_AT_ONCE)
+        self.by_token: dict[str, Any] = {}  # RunInstances' ClientToken → its reservation
+        # Instances by id: moto's get_instance copies every reservation to find one, and the
+        # firewall asks once per connection (O(nodes) each, on the lab's loop).
+        self.instances: dict[str, Any] = {}
         self.guard: Ec2Firewall | None = None
 
     # -- lifecycle ---------------------------------------------------------
@@ -188,28 +215,47 @@ class AwsSite:
         if failed:
             raise failed[0]
 
-    async def _sync_public(self) -> None:
-        """Forward exactly the public IPs moto shows on running instances."""
+    def _live(self, inst: Any) -> bool:
+        """Booted and not stopped: running, or pending while its launch is settled."""
+        return _up(inst) and inst.id in self.ctx.runtime.nodes
+
+    def _network(self, inst: Any) -> str:
+        return f"{self.spec.name}/{inst.vpc_id}"
+
+    async def _sync_public(self, instances: list[Any]) -> None:
+        """Forward exactly the public IPs moto shows on `instances` while live (a call
+        changes the addresses of its own instances only: the others are left as they are)."""
         want: dict[ipaddress.IPv4Address, str] = {}
-        for inst in list(self.backend().all_instances()):
-            if inst.state != "running" or inst.id not in self.ctx.runtime.nodes:
-                continue
-            for nic in inst.nics.values():
-                if nic.public_ip:
-                    want[ipaddress.IPv4Address(nic.public_ip)] = inst.id
+        for inst in instances:
+            if self._live(inst):
+                for nic in inst.nics.values():
+                    if nic.public_ip:
+                        want[ipaddress.IPv4Address(nic.public_ip)] = inst.id
+        # What these had, and what they take from another.
+        stale = {ip for i in instances for ip in self._public_of.get(i.id, ())}
+        stale |= want.keys() & self._published.keys()
         rt = self.ctx.runtime
-        for ip in list(self._published):
+        for ip in stale:
             if want.get(ip) != self._published[ip]:
                 await rt.unpublish(ip)
-                del self._published[ip]
+                self._unrecord(ip)
         for ip, node_id in want.items():
             if ip not in self._published:
                 await rt.publish(ip, self.spec.public.ports, node_id, self.guard)
                 self._published[ip] = node_id
+                self._public_of.setdefault(node_id, set()).add(ip)
 
-    def sync(self) -> None:
-        self.ctx.runtime.call(self._sync_public())
-        self.sync_filters()
+    def _unrecord(self, ip: ipaddress.IPv4Address) -> None:
+        node_id = self._published.pop(ip)
+        ips = self._public_of.get(node_id, set())
+        ips.discard(ip)
+        if not ips:
+            self._public_of.pop(node_id, None)
+
+    def sync(self, instances: list[Any]) -> None:
+        """Public addresses and filters of `instances` as moto says."""
+        self.ctx.runtime.call(self._sync_public(instances))
+        self._filter(instances)
 
     def sync_filters(self) -> None:
         """Each VPC's lab network filtered as its instances' security groups say: a rule
@@ -217,30 +263,73 @@ class AwsSite:
         if not self.spec.firewall.enforced:
             return
         rt = self.ctx.runtime
-        running = [
-            i
-            for i in list(self.backend().all_instances())
-            if i.state == "running" and i.id in rt.nodes
-        ]
+        live = [i for i in list(self.backend().all_instances()) if self._live(i)]
+        filtered: dict[str, tuple[str, ipaddress.IPv4Address]] = {}
         for key, net in list(rt.networks.items()):
             if not key.startswith(f"{self.spec.name}/"):
                 continue
-            here = [i for i in running if f"{self.spec.name}/{i.vpc_id}" == key]
-            groups = {i.id: _groups(i) for i in here}
-            members: dict[str, list[ipaddress.IPv4Network]] = {}
-            for i in here:
-                for g in groups[i.id]:
-                    members.setdefault(g.id, []).append(
-                        ipaddress.IPv4Network(f"{i.private_ip_address}/32")
-                    )
-            admitted = {
-                ipaddress.IPv4Address(i.private_ip_address): [
-                    a for g in groups[i.id] for r in list(g.ingress_rules)
-                    if (a := _admit(r, members)) is not None
-                ]
-                for i in here
-            }  # fmt: skip
-            net.admit_only(admitted)
+            admitted: dict[ipaddress.IPv4Address, list[Admit]] = {}
+            members: dict[str, list[ipaddress.IPv4Address]] = {}
+            for i in (i for i in live if self._network(i) == key):
+                address = ipaddress.IPv4Address(i.private_ip_address)
+                admitted[address] = _admits(i)
+                for g in _groups(i):
+                    members.setdefault(g.id, []).append(address)
+                filtered[i.id] = (key, address)
+            net.admit_only(admitted, members)
+        self._filtered = filtered
+
+    def _filter(self, instances: list[Any]) -> None:
+        """The filters of `instances` alone: a group's members are a set in their network's
+        table, so joining or leaving one is an element, whatever the group's size."""
+        if not self.spec.firewall.enforced:
+            return
+        rt = self.ctx.runtime
+        for inst in instances:
+            was = self._filtered.pop(inst.id, None)
+            now = None
+            if self._live(inst):
+                now = (self._network(inst), ipaddress.IPv4Address(inst.private_ip_address))
+            if was is not None and was != now and was[0] in rt.networks:
+                rt.networks[was[0]].unguard(was[1])
+            if now is not None and now[0] in rt.networks:
+                groups = [g.id for g in _groups(inst)]
+                rt.networks[now[0]].guard(now[1], _admits(inst), groups)
+                self._filtered[inst.id] = now
+
+    # RunInstances: moto's bookkeeping under the lock, the boot outside it, then settled.
+
+    def launching(self, instances: list[Any]) -> None:
+        """Booting outside the lock (pending since made, see `new_instance`) until
+        `launched`. Lifecycle calls on them wait till then (see `settled`)."""
+        for inst in instances:
+            self._booting[inst.id] = threading.Event()
+            self.instances[inst.id] = inst
+
+    def launched(self, instances: list[Any], booted: bool) -> None:
+        """Booted: published and filtered, then running. Either way, no longer waited for."""
+        try:
+            self.sync(instances)  # failed ones (terminated) leave no address behind
+            for inst in instances:
+                if booted and inst.state == "pending":
+                    inst._state.name, inst._state.code = "running", 16
+        finally:
+            for inst in instances:
+                self._booting.pop(inst.id).set()
+
+    @contextmanager
+    def settled(self, ids: Iterable[str]) -> Iterator[None]:
+        """The site's lock, taken when none of `ids` is still booting outside it (a call
+        on an instance during its boot is answered once the boot is over)."""
+        ids = list(ids)
+        while True:
+            with self.lock:
+                booting = [self._booting[i] for i in ids if i in self._booting]
+                if not booting:
+                    yield
+                    return
+            for done in booting:
+                done.wait()
 
     # Reactions to moto's lifecycle calls; each gets [(instance, previous state)].
 
@@ -267,7 +356,8 @@ class Ec2Firewall:
         self.site = site
 
     async def admits(self, node_id: str, port: int, source: ipaddress.IPv4Address) -> bool:
-        groups = _groups(self.site.backend().get_instance(node_id))
+        inst = self.site.instances.get(node_id) or self.site.backend().get_instance(node_id)
+        groups = _groups(inst)
         return any(_covers(r, port, source) for g in groups for r in list(g.ingress_rules))
 
 
@@ -277,7 +367,12 @@ def _groups(inst: Any) -> list[Any]:
     return list(nics[0][1].group_set) if nics else list(inst.security_groups)
 
 
-def _admit(rule: Any, members: dict[str, list[ipaddress.IPv4Network]]) -> Admit | None:
+def _admits(inst: Any) -> list[Admit]:
+    """What the instance's groups admit between nodes."""
+    return [a for g in _groups(inst) for r in list(g.ingress_rules) if (a := _admit(r)) is not None]
+
+
+def _admit(rule: Any) -> Admit | None:
     if rule.ip_protocol not in ("-1", "tcp"):
         return None
     ports = (rule.from_port, rule.to_port) if rule.ip_protocol == "tcp" else None
@@ -285,7 +380,7 @@ def _admit(rule: Any, members: dict[str, list[ipaddress.IPv4Network]]) -> Admit 
     if cidr:
         return Admit(ports, (ipaddress.IPv4Network(cidr, strict=False),))
     group = (rule.source_group or {}).get("GroupId")
-    return Admit(ports, tuple(members.get(group, []))) if group else None
+    return Admit(ports, (), group) if group else None  # its members: a set of the network's
 
 
 def _covers(rule: Any, port: int, source: ipaddress.IPv4Address) -> bool:
@@ -340,6 +435,20 @@ def _install_hooks() -> None:
     moto.settings.ENABLE_KEYPAIR_VALIDATION = True
     moto.settings.EC2_ENABLE_INSTANCE_TYPE_VALIDATION = True
 
+    @_hook(TaggedEC2Resource, "get_tags")
+    def own_tags(orig: Any, self: Any) -> list[dict[str, str]]:
+        # moto finds one resource's tags by matching every tag in the region against its
+        # id: filtering a thousand instances by tag took seconds per call. Same answer,
+        # looked up by id.
+        if not self.id:
+            return []
+        kind = EC2_PREFIX_TO_RESOURCE.get(get_prefix(self.id), "")
+        own = self.ec2_backend.tags.get(self.id, {})
+        return [
+            {"resource_id": self.id, "key": k, "value": v, "resource_type": kind}
+            for k, v in own.items()
+        ]
+
     @_hook(AmiBackend, "_load_amis")
     def load_amis(orig: Any, self: Any) -> None:
         orig(self)
@@ -360,6 +469,14 @@ def _install_hooks() -> None:
                 public=True,
                 tags=dict(image.properties),
             )
+
+    @_hook(Instance, "__init__")
+    def new_instance(orig: Any, self: Any, *a: Any, **kw: Any) -> None:
+        orig(self, *a, **kw)
+        if _site(self.ec2_backend) is not None:
+            # Pending, as AWS shows a launch, until booted and reachable (`AwsSite.launched`):
+            # DescribeInstances, which takes no lock, never shows a node running unreachable.
+            self._state.name, self._state.code = "pending", 0
 
     @_hook(NetworkInterface, "check_auto_public_ip")
     def check_auto_public_ip(orig: Any, self: Any) -> None:
@@ -408,19 +525,37 @@ def _install_hooks() -> None:
                 nic0["SubnetId"] = subnet.id
             else:
                 kw["subnet_id"] = subnet.id
-        with site.lock:
-            reservation = orig(self, image_id, count, *a, **kw)
-            instances = list(reservation.instances)
-            try:
+        token = kw.get("client_token")
+        token = None if token == MOTO_NO_TOKEN else token
+        with site.lock:  # moto's state is not thread-safe; the boots need no lock
+            first = site.by_token.get(token) if token else None
+            if first is None:
+                reservation = orig(self, image_id, count, *a, **kw)
+                instances = list(reservation.instances)
+                site.launching(instances)
+                if token:
+                    site.by_token[token] = reservation
+        if first is not None:
+            # The same request again (a client's retry): AWS answers with the first run.
+            with site.settled(i.id for i in first.instances):
+                return first
+        try:
+            with site.boots:
                 site.ctx.runtime.call(site._boot(instances))
-            except Exception as e:
-                orig_terminate(self, [i.id for i in instances])
+        except Exception as e:
+            try:
+                with site.lock:
+                    orig_terminate(self, [i.id for i in instances])
                 for i in instances:
                     site.ctx.runtime.call(site.ctx.runtime.halt(i.id, wipe=True))
-                raise EC2ClientError("InsufficientInstanceCapacity", f"lab: {e}") from None
+            finally:
+                with site.lock:
+                    site.launched(instances, booted=False)
+            raise EC2ClientError("InsufficientInstanceCapacity", f"lab: {e}") from None
+        with site.lock:
             for i in instances:
                 site.ctx.ledger.created(site.spec.name, "server", i.id, i.image_id)
-            site.sync()
+            site.launched(instances, booted=True)
         return reservation
 
     orig_terminate = EC2Backend.terminate_instances
@@ -431,10 +566,10 @@ def _install_hooks() -> None:
             site = _site(self)
             if site is None:
                 return orig(self, ids)
-            with site.lock:
+            with site.settled(ids):
                 out = orig(self, ids)  # [(instance, previous state)]
                 react(site, out)
-                site.sync()
+                site.sync([inst for inst, _ in out])  # theirs only: O(1) in the site's size
             return out
 
     on_lifecycle("terminate_instances", AwsSite.terminated)
@@ -537,10 +672,11 @@ def _install_hooks() -> None:
         eip = _eip(self, address=address, allocation_id=allocation_id)
         ip, allocation = eip.public_ip, eip.allocation_id  # moto clears them on release
         with site.lock:
+            holder = _instances(eip.eni)
             out = orig(self, address=address, allocation_id=allocation_id)
             site.pool.give_back(ipaddress.IPv4Address(ip))
             site.ctx.ledger.released(site.spec.name, "address", allocation)
-            site.sync()
+            site.sync(holder)
         return out
 
     @_hook(EC2Backend, "associate_address")
@@ -559,9 +695,9 @@ def _install_hooks() -> None:
             if previous is not None and previous is not out.eni:
                 # moto leaves the address on the old interface; AWS moves it.
                 previous.public_ip = None
-                if previous.instance is not None and previous.instance.state == "running":
+                if _up(previous.instance):
                     previous.check_auto_public_ip()
-            site.sync()
+            site.sync(_instances(previous, out.eni))  # the address moved between these only
         return out
 
     @_hook(EC2Backend, "disassociate_address")
@@ -581,10 +717,21 @@ def _install_hooks() -> None:
             if eni is not None:
                 if eni.public_ip == eip.public_ip:
                     eni.public_ip = None
-                if eni.instance is not None and eni.instance.state == "running":
+                if _up(eni.instance):
                     eni.check_auto_public_ip()
-            site.sync()
+            site.sync(_instances(eni))
         return out
+
+
+def _up(inst: Any) -> bool:
+    """Running, or pending: booting after a launch (see `new_instance`)."""
+    return inst is not None and inst.state in ("pending", "running")
+
+
+def _instances(*enis: Any) -> list[Any]:
+    """The instances the interfaces `enis` are attached to (None: none)."""
+    found = (e.instance for e in enis if e is not None and e.instance is not None)
+    return list({i.id: i for i in found}.values())
 
 
 def _eip(backend: Any, address: Any = None, allocation_id: Any = None) -> Any:
@@ -616,4 +763,7 @@ class _Middleware:
                     [("Content-Type", "text/xml"), ("Content-Length", str(len(data)))],
                 )
                 return [data]
+            if action not in LOCKS_ITSELF:
+                with self.site.lock:  # moto's state is not thread-safe (see the module doc)
+                    return self.app(environ, start_response)
         return self.app(environ, start_response)

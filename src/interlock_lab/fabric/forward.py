@@ -45,6 +45,7 @@ class _Half(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer: _Half | None = None
         self.closed = asyncio.get_running_loop().create_future()
+        self.got_eof = False  # the other end has finished sending
         self._on_made = on_made
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -58,8 +59,16 @@ class _Half(asyncio.Protocol):
             self.peer.transport.write(data)
 
     def eof_received(self) -> bool:
-        if self.peer and self.peer.transport and self.peer.transport.can_write_eof():
-            self.peer.transport.write_eof()
+        self.got_eof = True
+        peer = self.peer
+        if peer is None or peer.transport is None or peer.got_eof:
+            # Both ways are finished: close both, or their sockets stay open for good
+            # (a thousand nodes' SSH sessions used up the lab's file descriptors).
+            if peer is not None and peer.transport is not None:
+                peer.transport.close()
+            return False
+        if peer.transport.can_write_eof():
+            peer.transport.write_eof()
         return True
 
     def pause_writing(self) -> None:

@@ -90,15 +90,9 @@ async def start(
 ) -> Sandbox:
     """Boot a node from `node_dir` (reusing its disk if it has one). A systemd node's
     cgroup directory is made in `cgroup_parent` (the lab's)."""
-    upper = node_dir / "upper"
-    if not upper.exists():
-        for d in ("upper.new", "work", "merged"):
-            (node_dir / d).mkdir(parents=True, exist_ok=True)
-        prepare(node_dir / "upper.new", boot)
-        (node_dir / "upper.new").rename(upper)
-    else:
-        shutil.rmtree(node_dir / "work", ignore_errors=True)
-        (node_dir / "work").mkdir()
+    # File work and key generation: in a worker thread, so other boots go on meanwhile.
+    # The node itself is spawned below, from the loop's thread (see the module's doc).
+    await asyncio.to_thread(_disk, node_dir, boot)
     delay_ms = int(boot.behaviour.boot_delay * 1000)
     cgroup: Path | None = None
     if boot.behaviour.init == "systemd":
@@ -139,6 +133,19 @@ async def start(
         raise NodeStartError(f"node {node_id} did not start: {answer or 'init exited'}")
     sandbox.netns = netns.open_netns(proc.pid)
     return sandbox
+
+
+def _disk(node_dir: Path, boot: FirstBoot) -> None:
+    """The node's disk: made on first boot, its overlay's work directory fresh on others."""
+    upper = node_dir / "upper"
+    if not upper.exists():
+        for d in ("upper.new", "work", "merged"):
+            (node_dir / d).mkdir(parents=True, exist_ok=True)
+        prepare(node_dir / "upper.new", boot)
+        (node_dir / "upper.new").rename(upper)
+    else:
+        shutil.rmtree(node_dir / "work", ignore_errors=True)
+        (node_dir / "work").mkdir()
 
 
 async def _read_line(fd: int) -> str:
