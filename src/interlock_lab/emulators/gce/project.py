@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from interlock_lab.emulators.base import SiteContext, password_hash
 from interlock_lab.emulators.gce import firewall, guest
@@ -38,6 +38,8 @@ from interlock_lab.emulators.gce.resources import (
 )
 from interlock_lab.fabric.ipam import AddressPool, PoolExhausted
 from interlock_lab.node.rootfs import FirstBoot
+
+R = TypeVar("R")  # a resource kind's model
 
 LOG = logging.getLogger(__name__)
 WAIT_SECONDS = 60.0  # operations.wait answers by then, done or not (Google: two minutes)
@@ -135,11 +137,37 @@ class Project:
 
     # -- instances ------------------------------------------------------------------
 
+    def _found(self, table: dict[str, R], path: str, name: str) -> R:
+        """`name` in `table`, or Google's 404 for projects/PROJECT/`path`/`name`."""
+        item = table.get(name)
+        if item is None:
+            raise not_found(f"projects/{self.project}/{path}/{name}")
+        return item
+
+    def _new_name(self, body: dict[str, Any], table: dict[str, Any], path: str) -> str:
+        """The name a create asks for: valid, and not taken in `table` (400 or 409)."""
+        name = str(body.get("name") or "")
+        if not re.fullmatch(NAME, name):
+            raise invalid(
+                f"Invalid value for field 'resource.name': '{name}'. Must be a "
+                f"match of regex '{NAME}'"
+            )
+        if name in table:
+            raise GceError(
+                409,
+                "alreadyExists",
+                f"The resource 'projects/{self.project}/{path}/{name}' already exists",
+            )
+        return name
+
+    def _replayed(self, request_id: str | None) -> Operation | None:
+        """The operation a retried request (the same requestId) started the first time."""
+        if request_id and request_id in self.requests:
+            return self.operations[self.requests[request_id]]
+        return None
+
     def instance(self, name: str) -> Instance:
-        inst = self.instances.get(name)
-        if inst is None:
-            raise not_found(f"projects/{self.project}/zones/{self.links.zone}/instances/{name}")
-        return inst
+        return self._found(self.instances, f"zones/{self.links.zone}/instances", name)
 
     def _check_os_login(self, items: list[dict[str, str]]) -> None:
         """An organisation that enforces OS Login refuses metadata turning it off."""
@@ -154,21 +182,9 @@ class Project:
 
     def insert_instance(self, body: dict[str, Any], request_id: str | None) -> Operation:
         with self.lock:
-            if request_id and request_id in self.requests:  # a retried request: its operation
-                return self.operations[self.requests[request_id]]
-            name = str(body.get("name") or "")
-            if not re.fullmatch(NAME, name):
-                raise invalid(
-                    f"Invalid value for field 'resource.name': '{name}'. Must be a "
-                    f"match of regex '{NAME}'"
-                )
-            if name in self.instances:
-                raise GceError(
-                    409,
-                    "alreadyExists",
-                    f"The resource 'projects/{self.project}/"
-                    f"zones/{self.links.zone}/instances/{name}' already exists",
-                )
+            if (first := self._replayed(request_id)) is not None:
+                return first
+            name = self._new_name(body, self.instances, f"zones/{self.links.zone}/instances")
             flavor = self.catalog.flavor(last(str(body.get("machineType") or "")))
             boot = next((d for d in body.get("disks") or [] if d.get("boot")), None)
             source = ((boot or {}).get("initializeParams") or {}).get("sourceImage")
@@ -546,25 +562,13 @@ class Project:
     # -- static addresses -------------------------------------------------------------
 
     def address(self, name: str) -> Address:
-        a = self.addresses.get(name)
-        if a is None:
-            raise not_found(f"projects/{self.project}/regions/{self.links.region}/addresses/{name}")
-        return a
+        return self._found(self.addresses, f"regions/{self.links.region}/addresses", name)
 
     def insert_address(self, body: dict[str, Any], request_id: str | None) -> Operation:
         with self.lock:
-            if request_id and request_id in self.requests:
-                return self.operations[self.requests[request_id]]
-            name = str(body.get("name") or "")
-            if not re.fullmatch(NAME, name):
-                raise invalid(f"Invalid value for field 'resource.name': '{name}'.")
-            if name in self.addresses:
-                raise GceError(
-                    409,
-                    "alreadyExists",
-                    f"The resource 'projects/{self.project}/"
-                    f"regions/{self.links.region}/addresses/{name}' already exists",
-                )
+            if (first := self._replayed(request_id)) is not None:
+                return first
+            name = self._new_name(body, self.addresses, f"regions/{self.links.region}/addresses")
             limit = self.spec.quotas.floating_ips
             if limit is not None and len(self.addresses) >= limit:
                 text = (
@@ -631,25 +635,13 @@ class Project:
     # -- firewall rules -------------------------------------------------------------
 
     def firewall(self, name: str) -> Firewall:
-        f = self.firewalls.get(name)
-        if f is None:
-            raise not_found(f"projects/{self.project}/global/firewalls/{name}")
-        return f
+        return self._found(self.firewalls, "global/firewalls", name)
 
     def insert_firewall(self, body: dict[str, Any], request_id: str | None) -> Operation:
         with self.lock:
-            if request_id and request_id in self.requests:
-                return self.operations[self.requests[request_id]]
-            name = str(body.get("name") or "")
-            if not re.fullmatch(NAME, name):
-                raise invalid(f"Invalid value for field 'resource.name': '{name}'.")
-            if name in self.firewalls:
-                raise GceError(
-                    409,
-                    "alreadyExists",
-                    f"The resource 'projects/{self.project}/"
-                    f"global/firewalls/{name}' already exists",
-                )
+            if (first := self._replayed(request_id)) is not None:
+                return first
+            name = self._new_name(body, self.firewalls, "global/firewalls")
             if body.get("denied") or (body.get("direction") or "INGRESS") != "INGRESS":
                 raise invalid("The lab's firewall rules are ingress allow rules.")
             allowed = list(body.get("allowed") or [])
