@@ -5,9 +5,10 @@ Usage (as root):
 
 Starts a private lab (the built-in aws site, in a lab of its own) and launches 2N
 Ubuntu 24.04 instances with one EC2 key pair. Half are secured by interlock's
-own steps 6-7 (login discovery from the image's hints, root gets the platform
-key, password login off, sshd reloaded; then verified: root login with the
-platform key, `sshd -T`, no password method offered), N at once, as many
+own steps 6-7 (login discovery from the image's hints; how the node came: root
+by key?, password login?; root gets the platform key, password login off, `sshd -T`
+shows it, sshd reloaded; then verified: root login with the platform key, no
+password method offered), N at once, as many
 in flight as ansible's forks. The other half get the same work from
 ansible-playbook (`-f FORKS`, pipelining on, the same checks), whose result is
 then checked with interlock's verification (not timed).
@@ -198,6 +199,7 @@ async def interlock_secure(
             found = await access.discover_login(ip, key, candidates, deadline, sessions)
             users.add(found.user)
             t1 = time.monotonic()
+            await access.root_state(ip, found.user, key, sessions)  # what the node lacked
             await access.secure_root(ip, found.user, key, public, sessions)
             t2 = time.monotonic()
             await access.verify_root(ip, platform, deadline, sessions)

@@ -22,8 +22,9 @@ SECURED = "passwordauthentication no\npermitrootlogin prohibit-password\n"
 
 
 class Node(asyncssh.SSHServer):
-    """An sshd that takes `keys` by public key, offers passwords when told, answers
-    `sshd -T` with `settings` and anything else with `interlock-ok`."""
+    """An sshd that takes `keys` by public key, offers passwords when told, answers the
+    read of root's keys with `sshd_t` and `root_lines`, `sshd -T` with the secured
+    settings and anything else with `interlock-ok`; it counts connections by user."""
 
     def __init__(self, shared: dict[str, Any]) -> None:
         self.shared = shared
@@ -32,6 +33,7 @@ class Node(asyncssh.SSHServer):
         self.shared["connections"] += 1
 
     def begin_auth(self, username: str) -> bool:
+        self.shared["users"].append(username)
         return True
 
     def public_key_auth_supported(self) -> bool:
@@ -52,13 +54,19 @@ async def node(passwords: bool) -> AsyncIterator[tuple[int, dict[str, Any], asyn
     key = asyncssh.generate_private_key("ssh-ed25519")
     shared: dict[str, Any] = {
         "connections": 0,
+        "users": [],
         "keys": {key.export_public_key()},
         "passwords": passwords,
+        "sshd_t": "",
+        "root_lines": "",
     }
 
     async def answer(process: asyncssh.SSHServerProcess[str]) -> None:
         command = process.command or ""
-        process.stdout.write(SECURED if "sshd" in command else "interlock-ok\n")
+        if "authorizedkeysfile" in command:  # root_state's read
+            process.stdout.write(f"{shared['sshd_t']}---\n{shared['root_lines']}")
+        else:
+            process.stdout.write(SECURED if "sshd" in command else "interlock-ok\n")
         process.exit(0)
 
     server = await asyncssh.create_server(
@@ -143,6 +151,39 @@ def test_verify_fails_where_sshd_still_offers_passwords(
                 async with sessions.use(HOST, "root", platform) as conn:
                     assert (await conn.run("true")).exit_status == 0
                 assert shared["connections"] == 1
+            await sessions.close(HOST)
+
+    run(test)
+
+
+REDIRECT = (
+    'no-port-forwarding,command="echo \'Please login as the user \\"ubuntu\\" rather than '
+    'the user \\"root\\".\';echo;sleep 10;exit 142" ssh-ed25519 {body} node\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("permit", "line", "by_key", "root_tried"),
+    [
+        ("prohibit-password", REDIRECT, False, False),  # cloud-init's forced command
+        ("prohibit-password", "", False, False),  # root has no such key
+        ("no", "ssh-ed25519 {body} node\n", False, False),  # sshd forbids root
+        ("prohibit-password", "ssh-ed25519 {body} node\n", True, True),  # tried for real
+    ],
+)
+def test_root_by_key_is_read_and_tried_only_where_it_may_work(
+    monkeypatch: pytest.MonkeyPatch, permit: str, line: str, by_key: bool, root_tried: bool
+) -> None:
+    async def test() -> None:
+        async with node(passwords=False) as (port, shared, key):
+            on_port(monkeypatch, port)
+            body = key.export_public_key().decode().split()[1]
+            shared["sshd_t"] = f"permitrootlogin {permit}\npasswordauthentication yes\n"
+            shared["root_lines"] = line.format(body=body)
+            sessions = Sessions()
+            state = await access.root_state(HOST, "ubuntu", key, sessions)
+            assert state == access.RootState(root_by_key=by_key, password_login=True)
+            assert ("root" in shared["users"]) is root_tried
             await sessions.close(HOST)
 
     run(test)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import asyncssh
 
-from interlock.ssh.facts import SshdSettings, sshd_settings
+from interlock.ssh.facts import SSHD_T, SshdSettings
 from interlock.ssh.remote import (
     BUSY,
     BUSY_FOR,
@@ -68,25 +68,19 @@ async def wait_for_ssh(host: str, deadline: float, port: int = 22) -> float:
 
 async def _try(host: str, user: str, key: asyncssh.SSHKey, sessions: Sessions) -> str:
     """One login attempt: 'ok' (its connection kept in `sessions` for the next step),
-    'denied', 'down', or 'redirect:NAME'."""
+    'denied', 'down', or 'redirect:NAME'. Only root runs a command to tell: cloud-init's
+    redirect is a forced command on root's key, so a root login that authenticates may
+    still be refused; any other account that authenticates is in."""
     try:
         conn = await sessions.open(host, user, key)
     except asyncssh.PermissionDenied:
         return "denied"
     except (OSError, asyncssh.Error, TimeoutError):
         return "down"
-    outcome = "down"
+    outcome = "ok" if user != "root" else "down"
     try:
-        proc = await conn.create_process("echo interlock-ok")
-        try:
-            line = await asyncio.wait_for(proc.stdout.readline(), 10)
-        finally:
-            proc.close()
-        m = REDIRECT.search(str(line))
-        if m:
-            outcome = f"redirect:{m.group(1)}"
-        else:
-            outcome = "ok" if "interlock-ok" in str(line) else "denied"
+        if user == "root":
+            outcome = await _root_answer(conn)
     except (OSError, asyncssh.Error, TimeoutError):
         outcome = "down"
     finally:
@@ -95,6 +89,18 @@ async def _try(host: str, user: str, key: asyncssh.SSHKey, sessions: Sessions) -
         else:
             await end(conn)
     return outcome
+
+
+async def _root_answer(conn: asyncssh.SSHClientConnection) -> str:
+    proc = await conn.create_process("echo interlock-ok")
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), 10)
+    finally:
+        proc.close()
+    m = REDIRECT.search(str(line))
+    if m:
+        return f"redirect:{m.group(1)}"
+    return "ok" if "interlock-ok" in str(line) else "denied"
 
 
 async def discover_login(
@@ -151,15 +157,45 @@ class RootState:
     password_login: bool
 
 
+# As root, in one command: sshd's settings, then each line of root's authorized keys files
+# (AuthorizedKeysFile's tokens, relative to /root) that holds the key body given.
+ROOT_KEYS = """set -e
+T=$({sshd_t})
+printf '%s\\n' "$T" ---
+for f in $(printf '%s\\n' "$T" | sed -n 's/^authorizedkeysfile //p'); do
+  f=$(printf '%s' "$f" | sed 's|%h|/root|g; s|%u|root|g; s|%%|%|g')
+  case $f in /*) ;; *) f=/root/$f ;; esac
+  grep -F {body} "$f" 2>/dev/null || true
+done
+"""
+
+
 async def root_state(host: str, login: str, key: asyncssh.SSHKey, sessions: Sessions) -> RootState:
-    by_key = login == "root" or await _try(host, "root", key, sessions) == "ok"
+    """Root by key is read, not tried, where it cannot work: sshd forbids root, or no
+    authorized keys file of root's holds the key without a forced command (cloud-init's
+    redirect). Where it may work, a root login tries it for real."""
+    body = str(key.export_public_key().decode()).split()[1]
+    script = ROOT_KEYS.format(sshd_t=SSHD_T, body=shlex.quote(body))
 
-    async def look() -> SshdSettings:
+    async def look() -> str:
         async with sessions.use(host, login, key) as conn:
-            return await sshd_settings(conn, login)
+            return await run(conn, as_root(login, script), "reading sshd's settings")
 
-    sshd = await until(time.monotonic() + BUSY_FOR, "reading sshd's settings", look, BUSY)
+    out = await until(time.monotonic() + BUSY_FOR, "reading sshd's settings", look, BUSY)
+    settings, _, lines = out.partition("---\n")
+    sshd = SshdSettings.parse(settings)
+    may = _root_may_log_in(sshd, body, lines.splitlines())
+    by_key = login == "root" or (may and await _try(host, "root", key, sessions) == "ok")
     return RootState(by_key, sshd.password_login)
+
+
+def _root_may_log_in(sshd: SshdSettings, body: str, key_lines: list[str]) -> bool:
+    if sshd.permit_root_login in ("no", "forced-commands-only"):
+        return False
+    if sshd.values.get("authorizedkeyscommand", "none") != "none":
+        return True  # keys may come from elsewhere too: only a login tells
+    # a line is `[options] type body [comment]`: a forced command is among the options
+    return any("command=" not in line.split(body, 1)[0] for line in key_lines if body in line)
 
 
 SECURE = """set -e
@@ -178,7 +214,7 @@ done
 grep -q '^Include /etc/ssh/sshd_config.d/\\*.conf' /etc/ssh/sshd_config || \\
   sed -i '1i Include /etc/ssh/sshd_config.d/*.conf' /etc/ssh/sshd_config
 SSHD=$(command -v sshd || echo /usr/sbin/sshd)
-$SSHD -t
+$SSHD -T
 if [ -s /run/sshd.pid ]; then kill -HUP "$(cat /run/sshd.pid)";
 elif command -v systemctl >/dev/null && systemctl reload ssh 2>/dev/null; then :;
 else systemctl reload sshd; fi
@@ -192,38 +228,40 @@ async def secure_root(
     platform_public: Sequence[str],
     sessions: Sessions,
 ) -> None:
-    """Step 7: root gets the platform keys; password login off; sshd reloaded. The node
-    key stays beside them until step 8 removes it everywhere: so this can run again (a
-    resumed step) with the node key, whatever account it logs in to."""
+    """Step 7: root gets the platform keys; password login off; sshd reloaded once the
+    settings it will load (`sshd -T`, which also checks them) are the secured ones. The
+    node key stays beside them until step 8 removes it everywhere: so this can run again
+    (a resumed step) with the node key, whatever account it logs in to."""
     node_public = str(node_key.export_public_key().decode()).strip()
     keys = " ".join(shlex.quote(k) for k in [*platform_public, node_public])
 
-    async def secure() -> None:
+    async def secure() -> str:
         async with sessions.use(host, login, node_key) as conn:
-            await run(conn, as_root(login, SECURE.format(keys=keys)), "securing root")
+            return await run(conn, as_root(login, SECURE.format(keys=keys)), "securing root")
 
-    await until(time.monotonic() + BUSY_FOR, "securing root", secure, BUSY)
-
-
-async def verify_root(host: str, platform_key: Path, deadline: float, sessions: Sessions) -> str:
-    """Root logs in with a platform key on a new connection; sshd -T shows the settings
-    and sshd offers that login no password method (the methods it answers a client with,
-    before any key, are what a password guesser gets). Returns the node's SSH host key
-    (for known_hosts); the connection stays in `sessions` for step 8."""
-    key = asyncssh.read_private_key(platform_key)
-
-    async def look() -> tuple[SshdSettings, asyncssh.SSHKey | None, list[str]]:
-        await sessions.drop(host, "root", key)  # a new login, after the reload
-        async with sessions.use(host, "root", key, preferred_auth=OFFERED) as conn:
-            offered = list(conn.get_server_auth_methods())
-            return await sshd_settings(conn, "root"), conn.get_server_host_key(), offered
-
-    # sshd is reloading: its listener comes back within moments.
-    sshd, host_key, offered = await until(deadline, "root login with the platform key failed", look)
+    sshd = SshdSettings.parse(
+        await until(time.monotonic() + BUSY_FOR, "securing root", secure, BUSY)
+    )
     if sshd.password_login:
         raise AccessError("sshd still allows password authentication")
     if sshd.permit_root_login not in ("prohibit-password", "without-password"):
         raise AccessError(f"sshd PermitRootLogin is {sshd.permit_root_login}")
+
+
+async def verify_root(host: str, platform_key: Path, deadline: float, sessions: Sessions) -> str:
+    """Root logs in with a platform key on a new connection, and that login is offered no
+    password method (what sshd answers a client with, before any key, is what a password
+    guesser gets). Returns the node's SSH host key (for known_hosts); the connection stays
+    in `sessions` for step 8, whose command is root's first."""
+    key = asyncssh.read_private_key(platform_key)
+
+    async def look() -> tuple[asyncssh.SSHKey | None, list[str]]:
+        await sessions.drop(host, "root", key)  # a new login, after the reload
+        async with sessions.use(host, "root", key, preferred_auth=OFFERED) as conn:
+            return conn.get_server_host_key(), list(conn.get_server_auth_methods())
+
+    # sshd is reloading: its listener comes back within moments.
+    host_key, offered = await until(deadline, "root login with the platform key failed", look)
     if PASSWORDS & set(offered):
         raise AccessError(f"sshd still offers {', '.join(sorted(PASSWORDS & set(offered)))}")
     if host_key is None:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
-from interlock.ssh.remote import as_root, run
 
 SSHD_T = "$(command -v sshd || echo /usr/sbin/sshd) -T"
 
@@ -28,8 +25,3 @@ class SshdSettings:
     @property
     def permit_root_login(self) -> str:
         return self.values.get("permitrootlogin", "")
-
-
-async def sshd_settings(conn: Any, login: str) -> SshdSettings:
-    """`sshd -T` on the node, as root (through sudo where `login` is not root)."""
-    return SshdSettings.parse(await run(conn, as_root(login, SSHD_T), "sshd -T"))
