@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import shlex
 import time
 from collections.abc import Awaitable, Callable
@@ -10,6 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncssh
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
 CONNECT_TIMEOUT = 5.0
 # A node that is busy (hundreds of logins at once on a small host) may take longer than
@@ -55,12 +55,19 @@ async def until(
     attempt: Callable[[], Awaitable[T]],
     retry_on: tuple[type[BaseException], ...] = (OSError, asyncssh.Error),
 ) -> T:
-    """`attempt` again every moment while the node is not ready for it (connection or SSH
-    errors: sshd reloading, a key not there yet); past `deadline`, one line naming `what`."""
-    while True:
-        try:
-            return await attempt()
-        except retry_on as e:
-            if time.monotonic() > deadline:
-                raise AccessError(f"{what}: {str(e) or type(e).__name__}") from None
-            await asyncio.sleep(0.2)
+    """`attempt` again while the node is not ready for it (connection or SSH errors: sshd
+    reloading, a key not there yet), soon at first (a reload's gap is milliseconds) and
+    then every 0.2 s; past `deadline`, one line naming `what`."""
+    retrying = AsyncRetrying(
+        retry=retry_if_exception_type(retry_on),
+        stop=lambda _: time.monotonic() > deadline,
+        wait=wait_exponential(multiplier=0.01, max=0.2),
+        reraise=True,
+    )
+    try:
+        async for tried in retrying:
+            with tried:
+                return await attempt()
+    except retry_on as e:
+        raise AccessError(f"{what}: {str(e) or type(e).__name__}") from None
+    raise AssertionError("unreachable: tenacity returns or raises")
