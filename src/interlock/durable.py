@@ -1,5 +1,6 @@
 """DBOS launched on an engine's state, with the durable work it runs bound to the engine:
-node allocations (the eight steps) and node-role runs (compose), taken from DBOS queues.
+node allocations (the eight steps), node-role runs (compose) and detached applies, taken
+from DBOS queues.
 
 Each site has its queue, whose global concurrency is the site's `concurrency`: it holds
 across every process taking work from it. A process runs as one of three kinds:
@@ -25,10 +26,12 @@ from interlock import workers
 from interlock.allocate.workflow import Allocator
 from interlock.compose.converge import Converger
 from interlock.engine import Engine
+from interlock.services.applier import Applier
 
 Kind = Literal["worker", "embedded", "client"]
 POLL = 0.5  # seconds between a queue's looks for work
 ROLES = "interlock-roles"
+DEPLOYMENTS = "interlock-deployments"  # detached applies (`apply --detach`)
 
 
 def site_queue(site: str) -> str:
@@ -39,6 +42,7 @@ def site_queue(site: str) -> str:
 class Durable:
     allocator: Allocator
     converger: Converger
+    applier: Applier
     kind: Kind
     executor: str
 
@@ -49,14 +53,18 @@ def kind_for(engine: Engine) -> Kind:
 
 
 @contextmanager
-def running(engine: Engine, kind: Kind | None = None) -> Iterator[Durable]:
+def running(engine: Engine, kind: Kind | None = None, applies: bool = False) -> Iterator[Durable]:
     """Afterwards DBOS is closed for this process (another engine may open it, or
-    another state, next)."""
+    another state, next). Detached applies are taken by workers, and by an embedded
+    process only where it will wait for them (`applies`): one that ends with its own
+    work must not leave one half-run."""
     kind = kind or kind_for(engine)
     executor = workers.new_executor()
     engine.executor = executor
     # Registered before launch, so recovery finds them.
-    durable = Durable(Allocator(engine), Converger(engine), kind, executor)
+    allocator, converger = Allocator(engine), Converger(engine)
+    applier = Applier(engine, allocator, converger)
+    durable = Durable(allocator, converger, applier, kind, executor)
     DBOS(
         config={
             "name": "interlock",
@@ -67,6 +75,8 @@ def running(engine: Engine, kind: Kind | None = None) -> Iterator[Durable]:
     )
     if kind == "client":
         DBOS.listen_queues([])
+    elif kind == "embedded" and not applies:
+        DBOS.listen_queues([*map(site_queue, engine.sites.sites), ROLES])
     try:
         DBOS.launch()
         # DBOS refuses its blocking calls on a thread running an event loop.
@@ -84,6 +94,7 @@ def running(engine: Engine, kind: Kind | None = None) -> Iterator[Durable]:
         DBOS.destroy(destroy_registry=False)
         _unregister(durable.allocator)
         _unregister(durable.converger)
+        _unregister(durable.applier)
         with suppress(RuntimeError):  # outside an event loop: nothing to mend
             # DBOS lent the running loop its thread pool (asyncio.to_thread) and has shut it
             # down with itself; the loop gets a pool again for the work that follows.
@@ -99,7 +110,8 @@ def _register_queues(engine: Engine) -> None:
             polling_interval_sec=POLL,
             on_conflict="always_update",
         )
-    DBOS.register_queue(ROLES, polling_interval_sec=POLL, on_conflict="always_update")
+    for name in (ROLES, DEPLOYMENTS):
+        DBOS.register_queue(name, polling_interval_sec=POLL, on_conflict="always_update")
 
 
 def _unregister(instance: DBOSConfiguredInstance) -> None:

@@ -97,12 +97,17 @@ class DeploymentStatus(DeploymentState):
     deployment: str
     file: str
     sites: list[str]
+    applying: str | None  # a detached apply's workflow id, while the workers run it
+    error: str | None  # why the last detached apply stopped
 
     @classmethod
     def of(
         cls, d: DeploymentRecord, nodes: list[NodeRecord], records: list[NodeRoleRecord]
     ) -> DeploymentStatus:
-        return cls(deployment=d.name, file=d.file, sites=d.sites, **dict(_state(nodes, records)))
+        return cls(
+            deployment=d.name, file=d.file, sites=d.sites, applying=d.applying, error=d.error,
+            **dict(_state(nodes, records)),
+        )  # fmt: skip
 
 
 class AppliedView(DeploymentState):

@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from interlock.state import Attempt, NodeRecord, StateUrl, open_store
 from interlock.workers import live as workers_live
 from tests.lab.conftest import Cli, Lab, lab_cli, outstanding, wait_for
 
+HERE = Path(__file__).parent
 LIMITS = {"aws": 3, "metal": 2}  # nodes in flight at once, across all workers
 WANT = {"aws": 16, "metal": 4}  # metal has four Ubuntu machines
 
@@ -126,3 +128,87 @@ def test_up_without_workers_runs_its_own_and_detach_says_nobody_will(
     assert "no worker is up" in done.stderr
     nodes: Any = cli.json("resume")  # runs them itself
     assert [n["status"] for n in nodes] == ["ready"]
+
+
+def gated(tmp_path: Path, count: int) -> Path:
+    """A deployment of `count` nodes, each with two small roles (gate, then after)."""
+    path = tmp_path / "gated.yaml"
+    path.write_text(
+        yaml.safe_dump({
+            "name": "gated",
+            "groups": {"g": {"count": count, "traits": {"os": "ubuntu-24.04"},
+                             "roles": ["gate", "after"]}},
+            "attributes": {"gate": {"fail": False}},
+            "roles_from": [str(HERE / "roles")],
+        })
+    )  # fmt: skip
+    return path
+
+
+def test_apply_detach_without_workers_is_refused_twice_and_run_by_resume(
+    lab: Lab, cli: Cli, tmp_path: Path
+) -> None:
+    before = outstanding(lab, "aws")
+    path = gated(tmp_path, count=1)
+    done = cli("apply", str(path), "--site", "aws", "--detach")
+    assert "no worker is up" in done.stderr
+    again = cli("apply", str(path), "--site", "aws", check=False)
+    assert again.returncode == 1 and "being applied by the workers" in again.stderr
+    assert cli.json("status", "gated")["applying"]
+    cli("resume")  # runs it itself, to its end
+    shown = cli.json("status", "gated")
+    assert shown["applying"] is None and shown["error"] is None
+    assert {r["state"] for r in shown["node_roles"]} == {"active"}
+    assert len(shown["node_roles"]) == 2
+    cli("down", "gated")
+    assert outstanding(lab, "aws") == before
+
+
+def test_apply_detach_is_run_by_the_workers_and_taken_over_when_its_worker_dies(
+    lab: Lab,
+    cli: Cli,
+    workers: list[tuple[subprocess.Popen[str], str]],
+    pg_state: str,
+    tmp_path: Path,
+) -> None:
+    from dbos import DBOSClient
+
+    before = outstanding(lab, "aws")
+    path = gated(tmp_path, count=2)
+    done = cli.json("apply", str(path), "--site", "aws", "--detach")
+    assert done["deployment"] == "gated" and done["workflow"].startswith("apply-gated-")
+    assert cli.json("status", "gated")["applying"] == done["workflow"]
+    url = StateUrl.parse(pg_state, cli.home)
+    client = DBOSClient(system_database_url=url.workflows)
+    store = open_store(url)
+    try:
+        handle: Any = client.retrieve_workflow(done["workflow"])
+        by_pid = {wid: proc for proc, wid in workers}
+
+        def holder() -> str | None:  # the worker running the apply, once nodes are on record
+            status = handle.get_status()
+            running = status.status == "PENDING" and status.executor_id in by_pid
+            return status.executor_id if running and store.nodes("gated") else None
+
+        victim = wait_for("a worker to run the apply", holder, timeout=120)
+        os.kill(by_pid[victim].pid, signal.SIGKILL)
+        by_pid[victim].wait()
+
+        def ended() -> dict[str, Any] | None:
+            shown = cli.json("status", "gated")
+            return shown if shown["applying"] is None else None
+
+        shown = wait_for("the other worker to finish the apply", ended, timeout=600)
+        assert shown["error"] is None
+        assert handle.get_status().status == "SUCCESS"
+        assert handle.get_status().executor_id != victim  # taken over
+        roles = {r["node"] + "/" + r["role"]: r for r in shown["node_roles"]}
+        assert len(roles) == 4 and {r["state"] for r in roles.values()} == {"active"}
+        assert {r["runs"] for r in roles.values()} == {1}  # nothing ran twice
+        servers = [e for e in outstanding(lab, "aws") if e["kind"] == "server" and e not in before]
+        assert len(servers) == 2  # each node created once
+    finally:
+        client.destroy()
+        store.close()
+    cli("down", "gated")
+    assert outstanding(lab, "aws") == before

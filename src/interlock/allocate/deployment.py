@@ -61,7 +61,16 @@ async def add_nodes(
 ) -> None:
     """Nodes (name, traits, group) of `deployment` through the eight steps, waited for
     (`detach`: only enqueued)."""
-    e = allocator.e
+    records = put_new(allocator.e, deployment, wanted, sites)
+    await enqueue(allocator, records)
+    if not detach:
+        await follow(allocator.e, [r.name for r in records], deployment, progress)
+
+
+def put_new(
+    e: Engine, deployment: str, wanted: Sequence[tuple[str, Traits, str | None]], sites: list[str]
+) -> list[NodeRecord]:
+    """Each new node's record, naming its workflow, before the workflow starts."""
     records = [
         NodeRecord(
             name=name,
@@ -75,9 +84,7 @@ async def add_nodes(
     ]
     for record in records:
         e.store.put(record)
-    await enqueue(allocator, records)
-    if not detach:
-        await follow(e, [r.name for r in records], deployment, progress)
+    return records
 
 
 async def enqueue(allocator: Allocator, records: Sequence[NodeRecord]) -> None:

@@ -12,6 +12,7 @@ from interlock.cli import render
 from interlock.cli.options import JsonOpt, SiteOpt, SitesOpt, engine
 
 if TYPE_CHECKING:
+    from interlock.engine import Engine
     from interlock.services.apply import Applied
     from interlock.state import DeploymentRecord, NodeRecord, NodeRoleRecord
 
@@ -43,6 +44,14 @@ def apply(
     ] = None,
     sites_file: SitesOpt = None,
     as_json: JsonOpt = False,
+    detach: Annotated[
+        bool,
+        typer.Option(
+            "--detach",
+            help="Checked and enqueued for the workers, then return "
+            "(follow with `interlock status NAME`).",
+        ),
+    ] = False,
 ) -> None:
     """Make a deployment what its file says: nodes through the eight steps, then its
     roles converged on them. Again after a failure, it retries what failed; on a
@@ -55,6 +64,9 @@ def apply(
     e = engine(sites_file)
     sites = [s.strip() for s in site.split(",") if s.strip()] if site else None
     service.check(file, sites, name)  # a bad file: one line, before anything else
+    if detach:
+        _detached(*asyncio.run(service.apply_detached(e, file, sites, name)), e, as_json)
+        return
     from interlock.views import node_line, role_line
 
     seen: dict[str, str] = {}
@@ -82,6 +94,18 @@ def apply(
         _summary(done)
     if not done.converged or any(n.status != "ready" for n in done.nodes):
         raise typer.Exit(ExitCode.FAILURE)
+
+
+def _detached(deployment: str, workflow: str, e: Engine, as_json: bool) -> None:
+    from interlock import workers
+
+    if as_json:
+        print(json.dumps({"deployment": deployment, "workflow": workflow}))
+    else:
+        render.lines(out, [f"{deployment}: apply enqueued ({workflow}); "
+                           f"`interlock status {deployment}` follows it"])  # fmt: skip
+    if not workers.live(e.store).any:
+        render.lines(err, ["no worker is up: `interlock worker` (or `interlock resume`) runs it"])
 
 
 def _summary(done: Applied) -> None:
@@ -128,6 +152,10 @@ def status(
     shown = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no node-roles"
     render.lines(out, [f"{record.name} ({', '.join(record.sites)}): {len(nodes)} node(s), "
                        f"{shown}"])  # fmt: skip
+    if record.applying:
+        render.lines(out, [f"being applied by the workers ({record.applying})"])
+    if record.error:
+        render.lines(out, [f"the workers' apply stopped: {record.error}"])
     _graph(nodes, records, attributes)
 
 

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from dbos import DBOS, DBOSConfiguredInstance, SetWorkflowID
+from dbos import DBOS, DBOSConfiguredInstance, SetWorkflowID, WorkflowHandleAsync
 
 from interlock.compose import facts, runner
 from interlock.compose.graph import Graph, node_order
@@ -161,63 +161,77 @@ def workflow_id(node: str, role: str, attempt: int) -> str:
     return f"role-{node}-{role}-{attempt}-{uuid.uuid4().hex[:6]}"
 
 
+def next_round(
+    e: Engine, deployment: str, graph: Graph, checked: set[str], tracked: set[str]
+) -> list[NodeRoleRecord]:
+    """One look over the deployment's node-roles: those to start now, each marked running
+    (first, running ones whose workflow id no walk follows: `tracked`). On the way, an
+    active one whose inputs changed is made pending again (once per walk: `checked`
+    grows), and what a failure blocks is marked blocked."""
+    records = {r.id: r for r in e.store.roles(deployment)}
+    nodes = {n.name: n for n in e.store.nodes(deployment)}
+    busy = {r.node for r in records.values() if r.state == "running"}
+    start = [r for _, r in sorted(records.items())
+             if r.state == "running" and r.workflow_id not in tracked]  # fmt: skip
+    for ident in order(graph):
+        found = records.get(ident)
+        comparable = found is not None and found.state == "active" and ident not in checked
+        if found is not None and comparable and _ready_to_compare(found, graph, records):
+            checked.add(ident)
+            if _changed(e, deployment, found):
+                attempt = found.attempt + 1
+                found = e.store.update_role(
+                    found.node, found.role, state="pending", attempt=attempt,
+                    workflow_id=workflow_id(found.node, found.role, attempt),
+                )  # fmt: skip
+                records[ident] = found
+        if found is None or found.state != "pending":
+            continue
+        r = found
+        node = nodes.get(r.node)
+        if node is None or node.status != "ready":
+            why = f"node {r.node}: {node.error if node else 'gone'}"
+            if node is not None and node.status == "failed":
+                e.store.update_role(r.node, r.role, state="blocked", blocked_by=why)
+            continue
+        stuck = [d for d in graph.deps.get(ident, ()) if records[d].state in
+                 ("error", "blocked")]  # fmt: skip
+        if stuck:
+            e.store.update_role(r.node, r.role, state="blocked", blocked_by=stuck[0])
+            continue
+        waiting = any(records[d].state != "active" for d in graph.deps.get(ident, ()))
+        if waiting or r.node in busy:
+            continue
+        busy.add(r.node)
+        start.append(e.store.update_role(r.node, r.role, state="running"))
+    return start
+
+
 async def converge(
     e: Engine, converger: Converger, deployment: str, graph: Graph, progress: RoleProgress
 ) -> list[NodeRoleRecord]:
     """Walk the graph until nothing more can run; returns the node-roles as they end."""
-    tasks: dict[str, asyncio.Future[Any]] = {}
+    tasks: dict[str, tuple[NodeRoleRecord, asyncio.Future[Any]]] = {}  # by workflow id
     checked: set[str] = set()  # active node-roles whose inputs this walk compared
     while True:
-        records = {r.id: r for r in e.store.roles(deployment)}
-        nodes = {n.name: n for n in e.store.nodes(deployment)}
-        busy = {r.node for r in records.values() if r.state == "running"}
-        for ident, began in sorted(records.items()):
-            if began.state == "running" and ident not in tasks:  # an earlier process began it
-                tasks[ident] = await _start(converger, began)
-        for ident in order(graph):
-            found = records.get(ident)
-            comparable = found is not None and found.state == "active" and ident not in checked
-            if found is not None and comparable and _ready_to_compare(found, graph, records):
-                checked.add(ident)
-                if _changed(e, deployment, found):
-                    attempt = found.attempt + 1
-                    found = e.store.update_role(
-                        found.node, found.role, state="pending", attempt=attempt,
-                        workflow_id=workflow_id(found.node, found.role, attempt),
-                    )  # fmt: skip
-                    records[ident] = found
-            if found is None or found.state != "pending":
-                continue
-            r = found
-            node = nodes.get(r.node)
-            if node is None or node.status != "ready":
-                why = f"node {r.node}: {node.error if node else 'gone'}"
-                if node is not None and node.status == "failed":
-                    e.store.update_role(r.node, r.role, state="blocked", blocked_by=why)
-                continue
-            stuck = [d for d in graph.deps.get(ident, ()) if records[d].state in
-                     ("error", "blocked")]  # fmt: skip
-            if stuck:
-                e.store.update_role(r.node, r.role, state="blocked", blocked_by=stuck[0])
-                continue
-            waiting = any(records[d].state != "active" for d in graph.deps.get(ident, ()))
-            if waiting or r.node in busy:
-                continue
-            busy.add(r.node)
-            e.store.update_role(r.node, r.role, state="running")
-            tasks[ident] = await _start(converger, r)
+        for r in next_round(e, deployment, graph, checked, set(tasks)):
+            assert r.workflow_id is not None
+            tasks[r.workflow_id] = (r, await _start(converger, r))
         progress(e.store.roles(deployment))
         if not tasks:
             return e.store.roles(deployment)
-        done, _ = await asyncio.wait(tasks.values(), timeout=0.5,
+        done, _ = await asyncio.wait([f for _, f in tasks.values()], timeout=0.5,
                                      return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
-        for ident, task in list(tasks.items()):
+        for wid, (r, task) in list(tasks.items()):
             if task in done:
-                del tasks[ident]
+                del tasks[wid]
                 if task.exception() is not None:  # a bug or the store: on record, go on
-                    name, role = ident.split("/", 1)
-                    why = f"{type(task.exception()).__name__}: {task.exception()}"[:300]
-                    e.store.update_role(name, role, state="error", error=why)
+                    failed(e, r, f"{type(task.exception()).__name__}: {task.exception()}")
+
+
+def failed(e: Engine, r: NodeRoleRecord, why: str) -> None:
+    """A node-role run that ended without recording its outcome (a bug, the store)."""
+    e.store.update_role(r.node, r.role, state="error", error=why[:300])
 
 
 def _ready_to_compare(r: NodeRoleRecord, graph: Graph, records: dict[str, NodeRoleRecord]) -> bool:
@@ -231,15 +245,20 @@ def _changed(e: Engine, deployment: str, r: NodeRoleRecord) -> bool:
     return got is not None and got.digest != r.digest
 
 
-async def _start(converger: Converger, r: NodeRoleRecord) -> asyncio.Future[Any]:
-    """The node-role's run on the roles queue (a worker, or this process, takes it)."""
+async def enqueue(converger: Converger, r: NodeRoleRecord) -> WorkflowHandleAsync[str]:
+    """The node-role's run on the roles queue (a worker, or this process, takes it); its
+    workflow id is on record, so enqueuing it again attaches to the first."""
     from interlock.durable import ROLES
 
     assert r.workflow_id is not None
     queue = await DBOS.retrieve_queue_async(ROLES)
     assert queue is not None
     with SetWorkflowID(r.workflow_id):
-        handle = await queue.enqueue_async(converger.run_node_role, r.deployment, r.node, r.role)
+        return await queue.enqueue_async(converger.run_node_role, r.deployment, r.node, r.role)
+
+
+async def _start(converger: Converger, r: NodeRoleRecord) -> asyncio.Future[Any]:
+    handle = await enqueue(converger, r)
     return asyncio.ensure_future(handle.get_result(polling_interval_sec=0.25))
 
 

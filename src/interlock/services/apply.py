@@ -78,7 +78,34 @@ async def apply(
     name: str | None = None,
 ) -> Applied:
     from interlock.durable import running
+    from interlock.services import applier  # it runs this module's phases
 
+    spec, chosen = await _checked(e, path, sites, name)
+    with running(e) as durable:
+        await applier.not_applying(e, spec.name)
+        _record(e, spec, path, chosen)
+        return await _make(e, durable, spec, path, chosen, progress, role_progress, retry=True)
+
+
+async def apply_detached(
+    e: Engine, path: Path, sites: list[str] | None, name: str | None = None
+) -> tuple[str, str]:
+    """`apply`, run by the workers (services.applier): checked and on record here, then
+    enqueued. Returns the deployment's name and the apply's workflow id."""
+    from interlock.durable import running
+    from interlock.services import applier
+
+    spec, chosen = await _checked(e, path, sites, name)
+    with running(e, "client") as durable:
+        await applier.not_applying(e, spec.name)
+        _record(e, spec, path, chosen)
+        return spec.name, await applier.enqueue(durable.applier, spec.name)
+
+
+async def _checked(
+    e: Engine, path: Path, sites: list[str] | None, name: str | None
+) -> tuple[DeploymentSpec, list[str]]:
+    """The file, the sites and the request checked, before anything is made."""
     spec, chosen = check(path, sites, name)
     e.check_sites(chosen)
     have = {n.name for n in e.store.nodes(spec.name) if n.status != "failed"}
@@ -104,9 +131,7 @@ async def apply(
             f"`interlock down {spec.name}` first",
             ExitCode.BAD_INPUT,
         )
-    _record(e, spec, path, chosen)
-    with running(e) as durable:
-        return await _make(e, durable, spec, path, chosen, progress, role_progress, retry=True)
+    return spec, chosen
 
 
 async def _make(
@@ -122,13 +147,43 @@ async def _make(
     """The deployment's nodes as its groups say, its ports open, its node-roles bound and
     converged. `retry` (apply): failed nodes are made again and failed node-roles run
     again; without (resume), only what was under way is finished."""
-    from interlock.allocate.deployment import add_nodes, down
+    from interlock.allocate.deployment import enqueue, follow
 
     graph = bind(spec)
+    planned = await plan_nodes(e, spec, sites, retry)
+    if planned.under_way:
+        await enqueue(durable.allocator, planned.under_way)
+        await follow(e, [n.name for n in planned.under_way], spec.name, progress)
+    await prepare(e, spec, graph, source, retry)
+    runs = {r.id: r.runs for r in e.store.roles(spec.name)}
+    roles = await converge(e, durable.converger, spec.name, graph, role_progress)
+    return Applied(
+        deployment=spec.name,
+        nodes=e.store.nodes(spec.name),
+        roles=roles,
+        added=planned.added,
+        removed=planned.removed,
+        ran=[r.id for r in roles if r.runs > runs.get(r.id, 0)],
+    )
+
+
+@dataclass
+class NodesPlanned:
+    added: list[str]  # new nodes, on record
+    removed: list[str]  # nodes no group wants any more, released
+    under_way: list[NodeRecord]  # every allocation to start or finish (the new ones too)
+
+
+async def plan_nodes(
+    e: Engine, spec: DeploymentSpec, sites: list[str], retry: bool
+) -> NodesPlanned:
+    """Nodes no group wants any more, and failed ones where `retry`, released; the missing
+    ones on record (their allocations not started: see `under_way`). Safe to run again."""
+    from interlock.allocate.deployment import down, put_new
+
     names = node_names(spec)
     wanted = {n for ns in names.values() for n in ns}
     have = {n.name: n for n in e.store.nodes(spec.name)}
-    # Nodes no group wants any more, and failed ones (made again), are released first.
     surplus = {n for n in have if n not in wanted}
     failed = {n for n, r in have.items() if n in wanted and r.status == "failed" and retry}
     if surplus | failed:
@@ -145,14 +200,14 @@ async def _make(
     missing = [
         (n, spec.groups[g].traits, g) for g, ns in names.items() for n in ns if n not in have
     ]
-    if missing:
-        await add_nodes(durable.allocator, spec.name, missing, sites, progress)
+    put_new(e, spec.name, missing, sites)
     under_way = [n for n in e.store.nodes(spec.name) if n.status in ("pending", "allocating")]
-    if under_way:  # an earlier process's allocations (resume)
-        from interlock.allocate.deployment import enqueue, follow
+    return NodesPlanned([m[0] for m in missing], sorted(surplus), under_way)
 
-        await enqueue(durable.allocator, under_way)
-        await follow(e, [n.name for n in under_way], spec.name, progress)
+
+async def prepare(e: Engine, spec: DeploymentSpec, graph: Graph, source: Path, retry: bool) -> None:
+    """Once the nodes are made: the deployment's ports open on the ready ones, their facts
+    read, the node-roles bound (see `_bind`)."""
     ready = [n for n in e.store.nodes(spec.name) if n.status == "ready"]
     await _open_ports(e, spec, ready)
     await _read_facts(e, ready)
@@ -162,16 +217,16 @@ async def _make(
     if clash:
         raise yamlfile.field_error(source, *clash)
     _bind(e, spec, graph, retry)
-    runs = {r.id: r.runs for r in e.store.roles(spec.name)}
-    roles = await converge(e, durable.converger, spec.name, graph, role_progress)
-    return Applied(
-        deployment=spec.name,
-        nodes=e.store.nodes(spec.name),
-        roles=roles,
-        added=[m[0] for m in missing],
-        removed=sorted(surplus),
-        ran=[r.id for r in roles if r.runs > runs.get(r.id, 0)],
-    )
+
+
+def on_record(e: Engine, name: str) -> tuple[DeploymentSpec, Path, list[str]]:
+    """A deployment as last applied: its spec, file and sites, from the store."""
+    record = e.store.deployment(name)
+    if record is None:
+        raise InterlockError(f"no deployment {name!r} applied", ExitCode.NOT_RUNNING)
+    base = Path(record.file).parent
+    spec = DeploymentSpec.model_validate(record.spec, context={"base": base})
+    return spec, Path(record.file), record.sites
 
 
 def _record(e: Engine, spec: DeploymentSpec, path: Path, sites: list[str]) -> None:
@@ -268,28 +323,25 @@ def _bind(e: Engine, spec: DeploymentSpec, graph: Graph, retry: bool) -> None:
 
 async def resume(e: Engine, progress: Progress, role_progress: RoleProgress) -> list[Applied]:
     """Finish what an interrupted `apply` left, wherever it died: its nodes' allocations,
-    then its node-roles (an active one is not run again; failed ones stay failed)."""
+    then its node-roles (an active one is not run again; failed ones stay failed). A
+    detached apply under way is left to its workflow, and waited for."""
+    import asyncio
+
     from interlock.durable import running
+    from interlock.services import applier
 
     out: list[Applied] = []
-    for name in sorted({n.deployment for n in e.store.nodes() if n.group is not None}):
-        record = e.store.deployment(name)
-        if record is None or not _unfinished(e, name):
-            continue
-        base = Path(record.file).parent
-        spec = DeploymentSpec.model_validate(record.spec, context={"base": base})
-        with running(e) as durable:
+    names = sorted({n.deployment for n in e.store.nodes() if n.group is not None})
+    names = [name for name in names if e.store.deployment(name) is not None]
+    with running(e, applies=True) as durable:
+        detached = {name: await applier.under_way(e, name) for name in names}
+        await asyncio.gather(*(applier.wait(wid) for wid in detached.values() if wid))
+        for name in names:
+            if detached[name] or not _unfinished(e, name):
+                continue
+            spec, source, sites = on_record(e, name)
             out.append(
-                await _make(
-                    e,
-                    durable,
-                    spec,
-                    Path(record.file),
-                    record.sites,
-                    progress,
-                    role_progress,
-                    retry=False,
-                )
+                await _make(e, durable, spec, source, sites, progress, role_progress, retry=False)
             )
     return out
 

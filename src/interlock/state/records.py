@@ -181,3 +181,7 @@ class DeploymentRecord(Record):
     # (defaults and the file's, files resolved to absolute paths).
     role_dirs: dict[str, str] = {}
     attributes: dict[str, dict[str, object]] = {}
+    # `apply --detach`: the workers' apply under way (its workflow id), and how the last
+    # one ended where it could not finish (the one-line error).
+    applying: str | None = None
+    error: str | None = None
