@@ -11,6 +11,7 @@ its outcome is put on record as an error by the next look, as `converge` does.
 from __future__ import annotations
 
 import uuid
+from contextlib import suppress
 from dataclasses import dataclass
 
 from dbos import (
@@ -118,6 +119,10 @@ class Applier(DBOSConfiguredInstance):
         except InterlockError as err:
             await self.ended(deployment, str(err))
             return "error"
+        except Exception as err:  # a bug: on record as well, then DBOS's (ERROR)
+            with suppress(Exception):  # cancelled: no step runs any more
+                await self.ended(deployment, f"{type(err).__name__}: {err}"[:300])
+            raise
         await self.ended(deployment, None)
         return "done"
 
