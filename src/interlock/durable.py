@@ -26,16 +26,11 @@ from interlock import workers
 from interlock.allocate.workflow import Allocator
 from interlock.compose.converge import Converger
 from interlock.engine import Engine
+from interlock.queues import DEPLOYMENTS, ROLES, site_queue
 from interlock.services.applier import Applier
 
 Kind = Literal["worker", "embedded", "client"]
 POLL = 0.5  # seconds between a queue's looks for work
-ROLES = "interlock-roles"
-DEPLOYMENTS = "interlock-deployments"  # detached applies (`apply --detach`)
-
-
-def site_queue(site: str) -> str:
-    return f"interlock-site-{site}"
 
 
 @dataclass(frozen=True)

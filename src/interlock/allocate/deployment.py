@@ -13,6 +13,7 @@ from interlock.allocate.workflow import Allocator
 from interlock.engine import Engine
 from interlock.errors import ExitCode, InterlockError
 from interlock.model import Traits
+from interlock.queues import site_queue
 from interlock.state import NodeRecord, Progress
 
 OPEN = ("pending", "allocating")
@@ -91,8 +92,6 @@ async def enqueue(allocator: Allocator, records: Sequence[NodeRecord]) -> None:
     """Each node's workflow on its first site's queue, from its record; a workflow id
     already there is left as it is (DBOS starts a workflow id once)."""
     from dbos import DBOS, SetWorkflowID
-
-    from interlock.durable import site_queue
 
     for record in records:
         assert record.workflow_id is not None

@@ -24,6 +24,7 @@ from interlock.engine import Engine, Opened, ownership, site_key_ref
 from interlock.model import STEP_LABELS, Choice, Fixup, StepName, Traits
 from interlock.profiles import login_candidates
 from interlock.providers.base import NodeRequest, ProviderError, QuotaError, ServerInfo
+from interlock.queues import site_queue
 from interlock.ssh import access, keys
 from interlock.ssh.remote import AccessError
 from interlock.state import Attempt, NodeStatus
@@ -339,8 +340,6 @@ class Allocator(DBOSConfiguredInstance):
         """One node through the eight steps on the first site of `sites` not `tried` yet,
         taken from that site's queue (its slot held for the whole attempt). A quota or
         capacity failure hands the node on to the next site's queue, as a new workflow."""
-        from interlock.durable import site_queue
-
         e = self.e
         attempts = list(tried or [])
         site = sites[len(attempts)]

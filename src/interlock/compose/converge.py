@@ -25,6 +25,7 @@ from interlock.compose.graph import Graph, node_order
 from interlock.compose.roles import Role, load_role
 from interlock.engine import Engine
 from interlock.model import Frozen
+from interlock.queues import ROLES
 from interlock.state import NodeRoleRecord
 
 RoleProgress = Callable[[list[NodeRoleRecord]], None]
@@ -248,8 +249,6 @@ def _changed(e: Engine, deployment: str, r: NodeRoleRecord) -> bool:
 async def enqueue(converger: Converger, r: NodeRoleRecord) -> WorkflowHandleAsync[str]:
     """The node-role's run on the roles queue (a worker, or this process, takes it); its
     workflow id is on record, so enqueuing it again attaches to the first."""
-    from interlock.durable import ROLES
-
     assert r.workflow_id is not None
     queue = await DBOS.retrieve_queue_async(ROLES)
     assert queue is not None

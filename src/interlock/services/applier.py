@@ -30,7 +30,8 @@ from interlock.compose.converge import enqueue as enqueue_role
 from interlock.compose.graph import bind
 from interlock.engine import Engine
 from interlock.errors import ExitCode, InterlockError
-from interlock.services.apply import NodesPlanned, on_record, plan_nodes, prepare
+from interlock.queues import DEPLOYMENTS
+from interlock.services.phases import NodesPlanned, on_record, plan_nodes, prepare
 from interlock.state import NodeRoleRecord
 
 LOOK_EVERY = 1.0  # seconds of durable sleep between looks at the store
@@ -155,8 +156,6 @@ async def wait(wid: str) -> None:
 
 async def enqueue(applier: Applier, deployment: str) -> str:
     """The deployment's apply on the deployments queue; returns its workflow id."""
-    from interlock.durable import DEPLOYMENTS
-
     wid = workflow_id(deployment)
     record = applier.e.store.deployment(deployment)
     assert record is not None
