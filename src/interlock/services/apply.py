@@ -191,8 +191,9 @@ async def resume(e: Engine, progress: Progress, role_progress: RoleProgress) -> 
     from interlock.services import applier
 
     out: list[Applied] = []
-    names = sorted({n.deployment for n in e.store.nodes() if n.group is not None})
-    names = [name for name in names if e.store.deployment(name) is not None]
+    names = [d.name for d in e.store.deployments()]  # a detached one may have no node yet
+    if not names:
+        return out
     with running(e, applies=True) as durable:
         detached = {name: await applier.under_way(e, name) for name in names}
         await asyncio.gather(*(applier.wait(wid) for wid in detached.values() if wid))
