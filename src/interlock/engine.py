@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from ipaddress import IPv4Network
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 OWNER = "interlock"
+STORE_WRITERS = 4  # threads writing progress (the PostgreSQL pool holds 4, and 16 more)
 
 
 def site_key_ref(node: str) -> str:
@@ -102,6 +104,8 @@ class Engine:
         self._fetching: dict[tuple[str, asyncio.AbstractEventLoop], asyncio.Task[Metadata]] = {}
         self._groups: dict[tuple[str, str, asyncio.AbstractEventLoop], asyncio.Task[Opened]] = {}
         self._sessions: dict[asyncio.AbstractEventLoop, Sessions] = {}
+        # Progress writes, off the event loop; a few threads, within the store's pool.
+        self._writes = ThreadPoolExecutor(STORE_WRITERS, thread_name_prefix="interlock-store")
 
     # -- what nodes need -----------------------------------------------------------
 
@@ -325,8 +329,11 @@ class Engine:
         for ref in await self.call(site, provider.groups_of, deployment):
             await self.call(site, provider.delete_group, ref)
 
-    def progress(self, node: str, step: StepName, **changes: Any) -> None:
-        self.store.update(node, step=step, worker=self.executor, **changes)
+    async def progress(self, node: str, step: StepName, **changes: Any) -> None:
+        """The node's step on record. Off the event loop: on PostgreSQL a write is several
+        round trips, and a thousand nodes' steps share this loop with their SSH."""
+        write = partial(self.store.update, node, step=step, worker=self.executor, **changes)
+        await asyncio.get_running_loop().run_in_executor(self._writes, write)
 
 
 def open_engine(sites_file: Path | None = None, home: Path | None = None) -> Engine:

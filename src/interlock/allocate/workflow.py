@@ -51,7 +51,7 @@ class Allocator(DBOSConfiguredInstance):
         request, or in over SSH with the site's bootstrap key)."""
         e = self.e
         resumed = _begun(e, node, "node_key")
-        e.progress(node, "node_key")
+        await e.progress(node, "node_key")
         path = e.key_path(node)
         if path.exists():
             public = keys.public_of(path) + f" interlock:{node}"
@@ -64,15 +64,15 @@ class Allocator(DBOSConfiguredInstance):
         if resumed and await e.call(site, provider.key_exists, ref):
             return Registered(public=public, key_ref=ref)
         got = await e.call(site, provider.register_key, ref, public, ownership(deployment, node))
-        e.progress(node, "node_key", key_ref=got)
+        await e.progress(node, "node_key", key_ref=got)
         return Registered(public=public, key_ref=got)
 
     @DBOS.step()
     async def select(self, site: str, node: str, traits: Traits) -> Choice:
         """Steps 2-3: the site's metadata, normalized; flavor, image, network from traits."""
-        self.e.progress(node, "metadata")
+        await self.e.progress(node, "metadata")
         await self.e.metadata(site)
-        self.e.progress(node, "selection")
+        await self.e.progress(node, "selection")
         return await self.e.choose(site, traits)
 
     @DBOS.step()
@@ -83,7 +83,7 @@ class Allocator(DBOSConfiguredInstance):
         first looks for the server its node's tag names; EC2 also gets an idempotency token)."""
         e = self.e
         resumed = _begun(e, node, "request")
-        e.progress(node, "request")
+        await e.progress(node, "request")
         provider = e.provider(site)
         existing = await e.call(site, provider.find_node, node) if resumed else None
         opened = Opened()
@@ -104,7 +104,7 @@ class Allocator(DBOSConfiguredInstance):
                 groups=opened.groups,
             )
             info = await e.call(site, provider.create_node, request)
-        e.progress(
+        await e.progress(
             node,
             "request",
             server_id=info.server_id,
@@ -124,7 +124,7 @@ class Allocator(DBOSConfiguredInstance):
         needed (or none came). The request's answer may tell it already; otherwise the
         node's state comes from the describes all pending nodes of the site share."""
         e = self.e
-        e.progress(node, "public_address")
+        await e.progress(node, "public_address")
         provider = e.provider(site)
         deadline = e.ssh_deadline(site)
         fixups: list[Fixup] = []
@@ -141,7 +141,7 @@ class Allocator(DBOSConfiguredInstance):
                     )
                 tags = ownership(deployment, node)
                 ip, ref = await e.call(site, provider.attach_public_ip, server, tags)
-                e.progress(node, "public_address", public_ip=ip, public_ip_ref=ref)
+                await e.progress(node, "public_address", public_ip=ip, public_ip_ref=ref)
                 # A try that died half-way (a call retried after it allocated, a killed run
                 # of this step) may have left an address of this node's: only the one it
                 # has now stays. One look a floating node: cheaper than a leak.
@@ -155,7 +155,7 @@ class Allocator(DBOSConfiguredInstance):
                 await asyncio.sleep(POLL)
                 info = await e.describe(site, server)
                 continue
-            e.progress(node, "public_address", public_ip=ip, public_ip_ref=ref)
+            await e.progress(node, "public_address", public_ip=ip, public_ip_ref=ref)
         return Addressed(ip=ip, ref=ref, fixups=tuple(fixups))
 
     @DBOS.step()
@@ -167,7 +167,7 @@ class Allocator(DBOSConfiguredInstance):
         its ownership tags); then SSH answers at `ip`. Where the request's groups were
         chosen to admit these very sources, there is nothing to look at again."""
         e = self.e
-        e.progress(node, "firewall")
+        await e.progress(node, "firewall")
         provider = e.provider(site)
         settings = e.sites.sites[site]
         sources = firewall.operator_sources(settings.ssh_from, ip)
@@ -186,7 +186,7 @@ class Allocator(DBOSConfiguredInstance):
                 await e.open_own_group(site, server, deployment, (firewall.SSH,), sources)
                 text = f"security group allowing SSH from {firewall.shown(sources)} created"
             fixups.append(Fixup(step="firewall", text=text))
-        e.progress(node, "public_address")  # and then step 5's end: SSH answers
+        await e.progress(node, "public_address")  # and then step 5's end: SSH answers
         await access.wait_for_ssh(ip, e.ssh_deadline(site))
         return tuple(fixups)
 
@@ -196,7 +196,7 @@ class Allocator(DBOSConfiguredInstance):
     ) -> LoggedIn:
         """Step 6: log in with the node key, discovering the account."""
         e = self.e
-        e.progress(node, "login")
+        await e.progress(node, "login")
         provider = e.provider(site)
         deadline = e.ssh_deadline(site)
         fixups: list[Fixup] = []
@@ -215,7 +215,7 @@ class Allocator(DBOSConfiguredInstance):
             found.user,
             f"logged in on {node}: {', '.join(found.tried)}",
         )
-        e.progress(node, "login", login_user=found.user)
+        await e.progress(node, "login", login_user=found.user)
         fixups += [Fixup(step="login", text=f) for f in found.fixups]
         return LoggedIn(user=found.user, fixups=tuple(fixups))
 
@@ -223,7 +223,7 @@ class Allocator(DBOSConfiguredInstance):
     async def root_before(self, node: str, ip: str, user: str) -> access.RootState:
         """Step 7, first: how the node came (root by key? password login on?), kept so a
         resumed step 7 reports what the node lacked, not what a first try already did."""
-        self.e.progress(node, "root_access")
+        await self.e.progress(node, "root_access")
         key = asyncssh.read_private_key(self.e.key_path(node))
         return await access.root_state(ip, user, key, self.e.sessions)
 
@@ -234,11 +234,11 @@ class Allocator(DBOSConfiguredInstance):
         """Step 7: root with the platform keys, password login off, verified for real.
         Returns what the node did not have already (its fix-ups)."""
         e = self.e
-        e.progress(node, "root_access")
+        await e.progress(node, "root_access")
         key = asyncssh.read_private_key(e.key_path(node))
         await access.secure_root(ip, user, key, e.platform_public, e.sessions)
         host_key = await access.verify_root(ip, e.platform[0], time.monotonic() + 60, e.sessions)
-        e.progress(node, "root_access", host_key=host_key)
+        await e.progress(node, "root_access", host_key=host_key)
         fixups = []
         if not before.root_by_key:
             text = "root login with the platform keys enabled"
@@ -253,13 +253,13 @@ class Allocator(DBOSConfiguredInstance):
     ) -> tuple[Fixup, ...]:
         """Step 8: the node key leaves the node, the site and the disk."""
         e = self.e
-        e.progress(node, "key_removal")
+        await e.progress(node, "key_removal")
         await access.remove_node_key(ip, e.platform[0], key.public, e.sessions)
         provider = e.provider(site)
         if key.key_ref is not None:
             await e.call(site, provider.delete_key, key.key_ref)
         keys.remove(e.key_path(node))
-        e.progress(node, "key_removal", key_ref=None)
+        await e.progress(node, "key_removal", key_ref=None)
         if key.key_ref is None and provider.bootstrap is not None:
             text = "the site has no key API: removed from the node only"
             return (Fixup(step="key_removal", text=text),)

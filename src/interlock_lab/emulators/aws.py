@@ -536,9 +536,13 @@ def _install_hooks() -> None:
                 if token:
                     site.by_token[token] = reservation
         if first is not None:
-            # The same request again (a client's retry): AWS answers with the first run.
+            # The same request again (a client's retry): AWS answers with the first run,
+            # or its error where it failed (then the token is free for a new run).
             with site.settled(i.id for i in first.instances):
-                return first
+                failed = site.by_token.get(str(token)) is not first
+            if failed:
+                raise EC2ClientError("InsufficientInstanceCapacity", "lab: the first run failed")
+            return first
         try:
             with site.boots:
                 site.ctx.runtime.call(site._boot(instances))
@@ -551,6 +555,8 @@ def _install_hooks() -> None:
             finally:
                 with site.lock:
                     site.launched(instances, booted=False)
+                    if token:
+                        site.by_token.pop(token, None)
             raise EC2ClientError("InsufficientInstanceCapacity", f"lab: {e}") from None
         with site.lock:
             for i in instances:

@@ -29,7 +29,7 @@ from interlock_lab.fabric import netns
 from interlock_lab.node import cgroups
 from interlock_lab.node.rootfs import FirstBoot, prepare
 
-READY_TIMEOUT = 15.0
+READY_TIMEOUT = 60.0  # a loaded host (a thousand nodes, their SSH) boots slowly; a cloud waits too
 SYSTEMD = Path("/lib/systemd/systemd")
 
 
