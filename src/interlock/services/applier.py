@@ -151,7 +151,8 @@ async def not_applying(e: Engine, deployment: str) -> None:
 async def wait(wid: str) -> None:
     """Until the detached apply `wid` has ended (run here, or by a worker)."""
     handle: WorkflowHandleAsync[str] = await DBOS.retrieve_workflow_async(wid)
-    await handle.get_result(polling_interval_sec=LOOK_EVERY)
+    with suppress(Exception):  # how it ended is on the deployment's record (`ended`)
+        await handle.get_result(polling_interval_sec=LOOK_EVERY)
 
 
 async def enqueue(applier: Applier, deployment: str) -> str:
