@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -59,7 +59,12 @@ def shoot(b: WebDriver, name: str) -> None:
 
 def until(b: WebDriver, what: Any, seconds: float = 120) -> Any:
     try:
-        return WebDriverWait(b, seconds, poll_frequency=0.2).until(what)
+        # The page re-renders from the server's stream: an element found a moment ago may
+        # be replaced before it is read; the next poll finds the new one.
+        wait = WebDriverWait(
+            b, seconds, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,)
+        )
+        return wait.until(what)
     except TimeoutException:
         shoot(b, "timed-out")  # what the page showed when it did not come
         raise AssertionError(f"timed out at {b.current_url}: {b.page_source[:2000]}") from None
