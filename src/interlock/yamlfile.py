@@ -116,8 +116,19 @@ def describe(path: Path, data: Any, tree: yaml.Node | None, err: ValidationError
     fields = list(_path(data, loc))
     line = _line_of(tree, fields)
     where = f" (line {line})" if line else ""
-    name = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in fields).replace(".[", "[")
+    name = dotted(fields)
     return f"{path}{where}: field '{name or '(top level)'}': {message}"
+
+
+def dotted(fields: list[str | int]) -> str:
+    """A field's path as the user writes it (`groups.web.roles[0]`), on one line: a key
+    with a line break or another control character in it shows it escaped."""
+    parts = (f"[{p}]" if isinstance(p, int) else _printable(str(p)) for p in fields)
+    return ".".join(parts).replace(".[", "[")
+
+
+def _printable(key: str) -> str:
+    return key if key.isprintable() else key.encode("unicode_escape").decode("ascii")
 
 
 def _message(problem: Any) -> str:
@@ -197,7 +208,7 @@ def field_error(path: Path, fields: list[str | int], message: str) -> InterlockE
     except InterlockError:  # the file changed since it was read: no line, still the field
         pass
     where = f" (line {line})" if line else ""
-    name = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in fields).replace(".[", "[")
+    name = dotted(fields)
     return _bad(f"{path}{where}: field '{name}': {message}")
 
 
