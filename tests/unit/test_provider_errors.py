@@ -184,6 +184,22 @@ def test_describe_nodes_is_one_call_and_an_unknown_id_falls_back_to_a_filter(
         "i-2": ServerInfo("i-2", "pending", None, "10.0.0.5"),
         "i-3": ServerInfo("i-3", "gone", None, "10.0.0.5"),
     }
+    # An answer in pages is read to its last (a node on a page not read would look gone).
+    stub.add_response(
+        "describe_instances",
+        {**reservations(instance("i-1", "running", "203.0.113.9")), "NextToken": "r-1"},
+        {"InstanceIds": ids},
+    )
+    stub.add_response(
+        "describe_instances",
+        reservations(instance("i-2", "pending"), instance("i-3", "running")),
+        {"InstanceIds": ids, "NextToken": "r-1"},
+    )
+    assert {i: s.state for i, s in provider.describe_nodes(ids).items()} == {
+        "i-1": "running",
+        "i-2": "pending",
+        "i-3": "running",
+    }
     # One id EC2 does not know fails the call for all: the filter leaves it out instead.
     stub.add_client_error("describe_instances", "InvalidInstanceID.NotFound", "i-9")
     stub.add_response(

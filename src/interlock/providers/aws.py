@@ -308,14 +308,20 @@ class AwsProvider:
         for at in range(0, len(ids), CHUNK):
             chunk = ids[at : at + CHUNK]
             try:
-                pages.append(self._call(fn, **{by: chunk}))
+                pages += self._paged(fn, {by: chunk})
             except NotFoundError:
                 if len(chunk) == 1:
                     continue  # the one id asked for is the unknown one
-                kw: dict[str, Any] = {"Filters": [{"Name": name, "Values": chunk}]}
-                pages.append(self._call(fn, **kw))
-                while pages[-1].get("NextToken"):
-                    pages.append(self._call(fn, **kw, NextToken=pages[-1]["NextToken"]))
+                pages += self._paged(fn, {"Filters": [{"Name": name, "Values": chunk}]})
+        return pages
+
+    def _paged(self, fn: Callable[..., dict[str, Any]], kw: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every page of one describe. Asked by ids too: an answer may still come in pages
+        (moto's DescribeInstances gives 100 reservations a page whatever was asked, and a
+        page missed reads as nodes gone)."""
+        pages = [self._call(fn, **kw)]
+        while pages[-1].get("NextToken"):
+            pages.append(self._call(fn, **kw, NextToken=pages[-1]["NextToken"]))
         return pages
 
     def _instances(self, server_ids: list[str]) -> dict[str, dict[str, Any]]:
