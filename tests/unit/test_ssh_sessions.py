@@ -187,3 +187,36 @@ def test_root_by_key_is_read_and_tried_only_where_it_may_work(
             await sessions.close(HOST)
 
     run(test)
+
+
+def test_handshakes_at_once_are_capped_and_every_login_gets_its_turn(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Hundreds of logins at once would each outlast the connect timeout on a small host:
+    # at most HANDSHAKES are under way, the others wait (untimed) for a turn.
+    from interlock.ssh import remote
+
+    monkeypatch.setattr(remote, "HANDSHAKES", 3)
+
+    async def test() -> None:
+        async with node(passwords=False) as (port, shared, key):
+            real = asyncssh.connect
+            at_once = {"now": 0, "most": 0}
+
+            async def counted(*a: Any, **kw: Any) -> asyncssh.SSHClientConnection:
+                at_once["now"] += 1
+                at_once["most"] = max(at_once["most"], at_once["now"])
+                try:
+                    conn: asyncssh.SSHClientConnection = await real(*a, port=port, **kw)
+                    return conn
+                finally:
+                    at_once["now"] -= 1
+
+            monkeypatch.setattr(asyncssh, "connect", counted)
+            conns = await asyncio.gather(*(remote.connect(HOST, "u", key) for _ in range(10)))
+            assert shared["connections"] == 10 and at_once["most"] == 3
+            for conn in conns:
+                conn.close()
+                await conn.wait_closed()
+
+    run(test)

@@ -23,7 +23,7 @@ import asyncssh
 
 from interlock.compose.roles import Role
 from interlock.model import Frozen
-from interlock.ssh.remote import CONNECT_TIMEOUT
+from interlock.ssh.remote import connect
 
 BASE = "/var/lib/interlock"
 TAIL_LINES = 30
@@ -104,15 +104,8 @@ async def _script(role: Role, target: Target, inputs: dict[str, Any]) -> Outcome
     roles_dir, run_dir = f"{BASE}/roles/{role.name}", f"{BASE}/runs/{role.name}"
     known = asyncssh.import_known_hosts(f"{target.address} {target.host_key}\n")
     try:
-        async with asyncssh.connect(
-            target.address,
-            username="root",
-            client_keys=[str(target.key_file)],
-            known_hosts=known,
-            agent_path=None,
-            preferred_auth="publickey",
-            connect_timeout=CONNECT_TIMEOUT,
-        ) as conn:
+        conn = await connect(target.address, "root", target.key_file, known_hosts=known)
+        async with conn:
             await conn.run(
                 f"rm -rf {roles_dir} && mkdir -p {roles_dir} {BASE}/files && "
                 f"mkdir -m 700 -p {run_dir}",

@@ -126,7 +126,7 @@ async def _other_versions(allocator: Allocator, site: str, traits: Traits) -> di
 
 async def _post_provisioning(ip: str, platform_key: Path) -> dict[str, Any]:
     key = asyncssh.read_private_key(platform_key)
-    async with connect(ip, "root", key) as conn:
+    async with await connect(ip, "root", key) as conn:
         done = await conn.run(
             "test -f /var/lib/cloud/instance/boot-finished && echo present || echo missing;"
             " hostname",

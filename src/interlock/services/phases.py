@@ -106,15 +106,12 @@ async def _read_facts(e: Engine, nodes: list[NodeRecord]) -> None:
 
     import asyncssh
 
-    from interlock.ssh.remote import CONNECT_TIMEOUT, as_root, run
+    from interlock.ssh.remote import as_root, connect, run
 
     async def read(n: NodeRecord) -> None:
         assert n.public_ip and n.host_key
         known = asyncssh.import_known_hosts(f"{n.public_ip} {n.host_key}\n")
-        async with asyncssh.connect(
-            n.public_ip, username="root", client_keys=[str(e.platform[0])],
-            known_hosts=known, agent_path=None, connect_timeout=CONNECT_TIMEOUT,
-        ) as conn:  # fmt: skip
+        async with await connect(n.public_ip, "root", e.platform[0], known_hosts=known) as conn:
             text = await run(conn, as_root("root", facts.READ), "reading the node's facts")
         found = facts.parse(
             text,

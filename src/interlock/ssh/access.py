@@ -305,7 +305,7 @@ async def install_key_with(
     )
 
     async def install() -> None:
-        async with connect(host, user, key) as conn:
+        async with await connect(host, user, key) as conn:
             await run(conn, as_root(user, script), "installing the node key")
 
     await until(deadline, f"the bootstrap key did not log in as {user}", install)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import shlex
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,24 +18,39 @@ CONNECT_TIMEOUT = 5.0
 # CONNECT_TIMEOUT to answer: work that is safe to repeat connects again for this long.
 BUSY_FOR = 120.0
 BUSY = (OSError, asyncssh.ConnectionLost)  # TimeoutError is an OSError
+# Handshakes under way at once, per event loop. A login's key exchange is CPU at both
+# ends: 700 at once on a 2-core host each took longer than CONNECT_TIMEOUT, timed out and
+# were tried again, and no login got through for minutes. A turn's wait is not timed.
+HANDSHAKES = 32
 T = TypeVar("T")
+_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class AccessError(RuntimeError):
     """A step's SSH work failed; the message is one line for the user."""
 
 
-def connect(host: str, user: str, key: asyncssh.SSHKey | Path, **kw: Any) -> Any:
+async def connect(
+    host: str, user: str, key: asyncssh.SSHKey | Path, **kw: Any
+) -> asyncssh.SSHClientConnection:
+    """A logged-in connection (`async with` it to close it), made in one of the loop's
+    HANDSHAKES turns; `kw`: asyncssh's options (no host key check unless `known_hosts`)."""
     kw.setdefault("preferred_auth", "publickey")
-    return asyncssh.connect(
-        host,
-        username=user,
-        client_keys=[key],
-        known_hosts=None,
-        agent_path=None,
-        connect_timeout=CONNECT_TIMEOUT,
-        **kw,
-    )
+    kw.setdefault("known_hosts", None)
+    loop = asyncio.get_running_loop()
+    turns = _turns.get(loop) or _turns.setdefault(loop, asyncio.Semaphore(HANDSHAKES))
+    async with turns:
+        conn: asyncssh.SSHClientConnection = await asyncssh.connect(
+            host,
+            username=user,
+            client_keys=[key],
+            agent_path=None,
+            connect_timeout=CONNECT_TIMEOUT,
+            **kw,
+        )
+        return conn
 
 
 async def run(conn: asyncssh.SSHClientConnection, command: str, what: str) -> str:
