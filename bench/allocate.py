@@ -3,15 +3,15 @@
 Usage (as root):
     python bench/allocate.py [--nodes 100] [--site aws] [--json]
     python bench/allocate.py --site os-tenant --nodes 20     # an OpenStack cloud
-    python bench/allocate.py --node-key user-data            # aws: the key in user data
+    python bench/allocate.py --node-key key-pair             # aws: a key pair per node
 
 Starts a private lab (the built-in site, in a lab of its own, its images on the minimal
 init), runs `interlock up` in-process with a fresh INTERLOCK_HOME, and prints wall
 seconds, nodes per second, the API calls the allocation made per node and by action,
 `down`'s calls apart, and the peak memory of the interlock process. On aws the calls are
-EC2's actions: the three each node needs with per-node key pairs (ImportKeyPair,
-RunInstances, DeleteKeyPair), or RunInstances alone where the key goes in user data
-(`--node-key user-data`), and the describes every pending node of the site shares. On
+EC2's actions: RunInstances alone where the key goes in user data (the default), or the
+three each node needs with per-node key pairs (`--node-key key-pair`: ImportKeyPair,
+RunInstances, DeleteKeyPair), and the describes every pending node of the site shares. On
 an OpenStack cloud they are the HTTP requests to its services (Nova, Neutron, Glance,
 Keystone), ids folded into `{id}`. Everything is released and the lab stopped afterwards.
 """

@@ -133,11 +133,13 @@ class AwsSite(SiteBase):
     aws_profile: str | None = None
     aws_config_file: File | None = None
     aws_credentials_file: File | None = None
-    # How the node key reaches the node. key-pair: an EC2 key pair made and deleted per node
-    # (nothing of it stays with the site). user-data: a cloud-config in RunInstances'
-    # user data, two calls a node fewer (at scale, within EC2's throttles); the public
-    # half stays readable in the instance's user data, which cannot change while it runs.
-    node_key: Literal["key-pair", "user-data"] = "key-pair"
+    # How the node key reaches the node. user-data: a cloud-config in RunInstances' user
+    # data, read by cloud-init, which every image interlock picks runs (one call a node:
+    # at scale, within EC2's throttles); the public half stays readable in the instance's
+    # user data, as a key pair's stays in its metadata. key-pair: an EC2 key pair made and
+    # deleted per node (two calls more), for a site whose images' agent reads keys from
+    # the instance metadata only (cloud-init removed or replaced).
+    node_key: Literal["key-pair", "user-data"] = "user-data"
 
     @field_validator("region")
     @classmethod

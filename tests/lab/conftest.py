@@ -120,7 +120,7 @@ class Lab:
 
     def sites_with(self, path: Path, **changes: dict[str, Any]) -> Path:
         """A copy of the lab's sites file at `path`, each named site's entry updated with
-        its changes (e.g. `aws={"node_key": "user-data"}`)."""
+        its changes (e.g. `aws={"node_key": "key-pair"}`)."""
         sites = yaml.safe_load((Path(self.state["dir"]) / labdir.SITES).read_text())
         for site, fields in changes.items():
             sites["sites"][site].update(fields)

@@ -60,23 +60,30 @@ def test_up_secures_root_and_down_releases_everything(
     assert cli.json("ls") == []
 
 
-def test_the_node_key_can_go_in_user_data_instead_of_a_key_pair(
+def test_the_node_key_goes_in_user_data_or_in_a_key_pair_made_and_deleted(
     lab: Lab, cli: Cli, tmp_path: Path
 ) -> None:
-    # node_key: user-data sends the key in RunInstances' cloud-config: no key pair is ever
-    # made, and the node ends up as secured, its key gone from it.
-    sites = lab.sites_with(tmp_path / "sites.yaml", aws={"node_key": "user-data"})
-    cli.env["INTERLOCK_SITES"] = str(sites)
-    pairs = [e for e in lab.client.ledger("aws") if e["kind"] == "keypair"]
-    (node,) = cli.json("up", "ud", "--site", "aws")
-    assert node["status"] == "ready", node
-    assert not [f for f in node["fixups"] if f.startswith("key_removal")], node["fixups"]
-    probe = "cat /root/.ssh/authorized_keys /home/*/.ssh/authorized_keys"
-    shown = cli("ssh", node["name"], "--", probe).stdout
-    assert f"interlock:{node['name']}" not in shown and shown.strip()
-    assert [e for e in lab.client.ledger("aws") if e["kind"] == "keypair"] == pairs
-    assert not list((cli.home / "keys").iterdir())
-    cli("down", "ud")
+    # By default the key goes in RunInstances' cloud-config: no key pair is ever made.
+    # node_key: key-pair makes one per node and deletes it once the node is secured. Either
+    # way the node ends up secured, its key gone from it.
+    made: dict[str, list[str]] = {}
+    for mode in ("user-data", "key-pair"):
+        cli.env["INTERLOCK_SITES"] = str(
+            lab.sites_with(tmp_path / f"{mode}.yaml", aws={"node_key": mode})
+        )
+        pairs = [e for e in lab.client.ledger("aws") if e["kind"] == "keypair"]
+        (node,) = cli.json("up", mode, "--site", "aws")
+        assert node["status"] == "ready", node
+        assert not [f for f in node["fixups"] if f.startswith("key_removal")], node["fixups"]
+        probe = "cat /root/.ssh/authorized_keys /home/*/.ssh/authorized_keys"
+        shown = cli("ssh", node["name"], "--", probe).stdout
+        assert f"interlock:{node['name']}" not in shown and shown.strip()
+        after = lab.client.ledger("aws")
+        made[mode] = [e["rid"] for e in after if e["kind"] == "keypair" and e not in pairs]
+        assert not [e for e in outstanding(lab, "aws") if e["kind"] == "keypair"]
+        assert not list((cli.home / "keys").iterdir())
+        cli("down", mode)
+    assert made["user-data"] == [] and len(made["key-pair"]) == 1, made
     assert cli.json("ls") == []
 
 

@@ -76,9 +76,10 @@ def test_provider_errors_pickle_as_they_were() -> None:
 
 @pytest.fixture
 def ec2() -> Iterator[tuple[AwsProvider, Stubber]]:
-    provider = AwsProvider(
-        "s", AwsSite(provider="aws", region="us-east-1", endpoint="http://127.0.0.1:9")
+    site = AwsSite(
+        provider="aws", region="us-east-1", endpoint="http://127.0.0.1:9", node_key="key-pair"
     )
+    provider = AwsProvider("s", site)
     with Stubber(provider.ec2) as stub:
         yield provider, stub
         stub.assert_no_pending_responses()
@@ -135,10 +136,8 @@ def test_create_node_sends_the_token_and_tells_what_run_instances_said(
     assert (got.state, got.public_ip) == ("running", "203.0.113.9")
 
 
-def test_a_user_data_site_registers_nothing_and_sends_the_key_with_run_instances() -> None:
-    site = AwsSite(
-        provider="aws", region="us-east-1", endpoint="http://127.0.0.1:9", node_key="user-data"
-    )
+def test_a_site_registers_nothing_and_sends_the_key_with_run_instances_by_default() -> None:
+    site = AwsSite(provider="aws", region="us-east-1", endpoint="http://127.0.0.1:9")
     provider = AwsProvider("s", site)
     public = "ssh-ed25519 AAAA interlock:web-1"
     request = NodeRequest(
