@@ -119,7 +119,10 @@ class LabClient:
         data: list[dict[str, Any]] = self.get("/v1/ledger", **params)
         return data
 
-    def up(self, specs: list[tuple[Path, SiteSpec]], timeout: float = 120.0) -> dict[str, Any]:
+    # A guard against a daemon that hangs, not a pace: the daemon answers a failed start
+    # itself. OpenStack's cold start takes about 2 minutes on 2 cores (LAB-NOTES), more
+    # beside another lab; 120 s cut one short in CI (2026-12-01).
+    def up(self, specs: list[tuple[Path, SiteSpec]], timeout: float = 600.0) -> dict[str, Any]:
         check_host()
         state = self.state()
         if state is not None:
